@@ -1,0 +1,1 @@
+"""The triage gateway: channels, routing, handoff and the store of record."""

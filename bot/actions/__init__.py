@@ -1,0 +1,1 @@
+"""Custom Rasa actions, served by the gateway on a loopback webhook."""

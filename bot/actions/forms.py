@@ -1,0 +1,118 @@
+"""Form validators: identification before account data, then each flow's own values.
+
+Rasa calls ``validate_<form>`` with the slot candidates it extracted from the last message; we
+answer with the validated values (``None`` re-asks the slot) and, after too many wrong
+identification answers, end the form with ``flow_failed`` so the flow's action hands over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.actions.tracker import ActionResult, Tracker
+from bot.actions.webhook import Action, ActionContext, RejectAction
+from bot.core import values
+
+IDENTIFIED_FORMS = ("check_balance_form", "submit_meter_reading_form", "update_contact_form")
+
+
+async def _validate_identity(
+    ctx: ActionContext, tracker: Tracker, candidates: dict[str, Any], result: ActionResult
+) -> bool:
+    """Validate customer_code / id_postcode candidates; False when the flow has failed."""
+    attempts = int(tracker.slots.get("id_attempts") or 0)
+    code_value = tracker.slots.get("customer_code")
+    if "customer_code" in candidates and candidates["customer_code"] is not None:
+        code = values.customer_code(str(candidates["customer_code"]))
+        customer = await ctx.store.get_customer(code) if code else None
+        if customer is None:
+            attempts += 1
+            result.set_slot("customer_code", None).utter("utter_invalid_customer_code")
+            code_value = None
+        else:
+            result.set_slot("customer_code", customer.id)
+            code_value = customer.id
+    if "id_postcode" in candidates and candidates["id_postcode"] is not None:
+        given = values.postcode(str(candidates["id_postcode"]))
+        customer = await ctx.store.get_customer(str(code_value)) if code_value else None
+        if customer is not None and given == customer.postcode:
+            result.set_slot("id_postcode", given)
+            result.set_slot("customer_verified", True)
+            result.set_slot("customer_name", customer.name)
+            result.utter("utter_identified", customer_name=customer.name)
+            await ctx.store.update_conversation(
+                tracker.sender_id, customer_id=customer.id, verified=True
+            )
+        else:
+            attempts += 1
+            result.set_slot("id_postcode", None).utter("utter_invalid_id_postcode")
+    result.set_slot("id_attempts", attempts)
+    if attempts >= ctx.routing.identification_attempts:
+        result.set_slot("flow_failed", True).set_slot("requested_slot", None)
+        return False
+    return True
+
+
+def _form_validator(form: str) -> Action:
+    async def validate(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+        candidates = tracker.slots_to_validate()
+        result = ActionResult()
+        needs_identity = form in IDENTIFIED_FORMS and not tracker.slots.get("customer_verified")
+        if needs_identity and not await _validate_identity(ctx, tracker, candidates, result):
+            return result
+        customer_id = tracker.slots.get("customer_code")
+        for slot, raw in candidates.items():
+            if raw is None or slot in ("customer_code", "id_postcode"):
+                continue
+            await _validate_flow_slot(ctx, slot, str(raw), customer_id, result)
+        if not candidates and tracker.latest_intent not in (None, form.removesuffix("_form")):
+            raise RejectAction(f"{form}: nothing in the last message fills a slot")
+        return result
+
+    return validate
+
+
+async def _validate_flow_slot(
+    ctx: ActionContext, slot: str, raw: str, customer_id: Any, result: ActionResult
+) -> None:
+    if slot == "meter_reading":
+        reading = values.meter_reading(raw)
+        if reading is None:
+            result.set_slot(slot, None).utter("utter_invalid_meter_reading")
+            return
+        last = await ctx.store.last_meter_reading(str(customer_id)) if customer_id else None
+        if last is not None and reading < last:
+            result.set_slot(slot, None).utter(
+                "utter_meter_reading_too_low", meter_reading=reading, last_reading=last
+            )
+            return
+        result.set_slot(slot, str(reading))
+    elif slot == "postcode":
+        code = values.postcode(raw)
+        result.set_slot(slot, code)
+        if code is None:
+            result.utter("utter_invalid_postcode")
+    elif slot == "new_contact":
+        found = values.contact(raw)
+        result.set_slot(slot, found[1] if found else None)
+        if found is None:
+            result.utter("utter_invalid_new_contact")
+    elif slot == "ticket_number":
+        number = values.ticket_number(raw)
+        ticket = await ctx.store.get_ticket(number) if number else None
+        result.set_slot(slot, ticket.id if ticket else None)
+        if number is None:
+            result.utter("utter_invalid_ticket_number")
+        elif ticket is None:
+            result.utter("utter_ticket_not_found", ticket_number=number)
+
+
+FORMS = (
+    "check_balance_form",
+    "submit_meter_reading_form",
+    "report_outage_form",
+    "update_contact_form",
+    "ticket_status_form",
+)
+
+ACTIONS: dict[str, Action] = {f"validate_{form}": _form_validator(form) for form in FORMS}

@@ -1,0 +1,111 @@
+"""Escalation actions: hand over to a queue (or offer a callback out of hours), answer offers.
+
+Which queue and why are decided here from the routing table and the tracker:
+- a queue topic (billing, technical, sales, retention) goes to its queue;
+- an explicit request for a person goes to the queue of the conversation's topic when one is
+  known (the last topic or flow intent), otherwise to ``general``;
+- a failed flow goes to the flow's failure queue; accepted fallback offers to the fallback queue.
+"""
+
+from __future__ import annotations
+
+from bot.actions.tracker import ActionResult, Tracker
+from bot.actions.webhook import Action, ActionContext
+from bot.core.handoff import HandoffRequest, IntentSeen, create_handoff
+from bot.core.routing import RouteKind
+from bot.store.sql import utcnow
+
+# Slots that describe the dialogue machinery, not the customer's case.
+INTERNAL_SLOTS = frozenset(
+    {
+        "requested_slot",
+        "pending_offer",
+        "id_attempts",
+        "flow_failed",
+        "handoff_id",
+        "session_started_metadata",
+        "id_postcode",
+    }
+)
+
+
+def _topic_queue(ctx: ActionContext, tracker: Tracker) -> tuple[str, str]:
+    """(queue, topic) from the most recent intent that names a topic."""
+    for turn in reversed(tracker.user_turns()):
+        route = ctx.routing.route_for(turn.intent)
+        if route.kind is RouteKind.QUEUE and route.name != ctx.routing.fallback_queue:
+            return route.name, str(turn.intent)
+        if route.kind is RouteKind.FLOW:
+            return ctx.routing.flow_failure_queue[route.name], route.name
+    return ctx.routing.fallback_queue, "general"
+
+
+async def hand_over(
+    ctx: ActionContext,
+    tracker: Tracker,
+    result: ActionResult,
+    queue: str,
+    topic: str,
+    reason: str,
+    mode: str = "live",
+) -> ActionResult:
+    """Queue the customer (or book a callback); offers a callback first when out of hours."""
+    language = tracker.slots.get("language")
+    label = ctx.routing.queues[queue].label(language if isinstance(language, str) else None)
+    result.end_form()
+    if mode == "live" and not ctx.routing.queue_is_open(queue, utcnow()):
+        result.set_slot("pending_offer", f"callback:{queue}:{topic}:{reason}")
+        return result.utter("utter_offer_callback", queue_label=label)
+    handoff = await create_handoff(
+        ctx.store,
+        ctx.routing,
+        HandoffRequest(
+            conversation_id=tracker.sender_id,
+            queue=queue,
+            topic=topic,
+            reason=reason,
+            mode=mode,
+            intents=tuple(
+                IntentSeen(t.intent, t.confidence, t.timestamp) for t in tracker.user_turns()
+            ),
+            slots={k: v for k, v in tracker.slots.items() if k not in INTERNAL_SLOTS},
+        ),
+    )
+    result.set_slot("handoff_id", handoff.id).set_slot("pending_offer", None)
+    if mode == "callback":
+        return result.utter("utter_callback_booked", queue_label=label)
+    if reason == "failed_flow":
+        return result.utter("utter_flow_failed", queue_label=label)
+    return result.utter("utter_handoff_queued", queue_label=label)
+
+
+async def action_handoff(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+    intent = tracker.latest_intent
+    route = ctx.routing.route_for(intent)
+    if route.kind is RouteKind.QUEUE and route.name != ctx.routing.fallback_queue:
+        queue, topic, reason = route.name, str(intent), "topic"
+    else:
+        queue, topic = _topic_queue(ctx, tracker)
+        reason = "explicit_request"
+    return await hand_over(ctx, tracker, ActionResult(), queue, topic, reason)
+
+
+async def action_answer_offer(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+    pending = tracker.slots.get("pending_offer")
+    result = ActionResult().set_slot("pending_offer", None)
+    if not pending:
+        return result.utter("utter_nothing_to_confirm")
+    if tracker.latest_intent != "affirm":
+        return result.utter("utter_offer_declined")
+    kind, _, rest = str(pending).partition(":")
+    if kind == "callback":
+        queue, topic, reason = rest.split(":", 2)
+        return await hand_over(ctx, tracker, result, queue, topic, reason, mode="callback")
+    queue, topic = _topic_queue(ctx, tracker)
+    return await hand_over(ctx, tracker, result, queue, topic, "consecutive_fallbacks")
+
+
+ACTIONS: dict[str, Action] = {
+    "action_handoff": action_handoff,
+    "action_answer_offer": action_answer_offer,
+}

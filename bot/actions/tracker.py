@@ -1,0 +1,102 @@
+"""A read-only view of the tracker Rasa sends to the action webhook, and the events we return.
+
+The webhook protocol is Rasa's action server API: a POST with ``next_action``, ``sender_id`` and
+``tracker``, answered with ``{"events": [...], "responses": [...]}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FALLBACK_INTENTS = frozenset({"nlu_fallback", "out_of_scope"})
+
+
+@dataclass(frozen=True)
+class UserTurn:
+    text: str
+    intent: str | None
+    confidence: float
+    timestamp: float | None
+
+
+@dataclass
+class Tracker:
+    sender_id: str
+    slots: dict[str, Any]
+    latest_message: dict[str, Any]
+    events: list[dict[str, Any]]
+    active_loop: str | None
+
+    @classmethod
+    def from_request(cls, body: dict[str, Any]) -> Tracker:
+        t = body.get("tracker") or {}
+        return cls(
+            sender_id=str(body.get("sender_id") or t.get("sender_id") or ""),
+            slots=dict(t.get("slots") or {}),
+            latest_message=dict(t.get("latest_message") or {}),
+            events=list(t.get("events") or []),
+            active_loop=(t.get("active_loop") or {}).get("name"),
+        )
+
+    @property
+    def latest_intent(self) -> str | None:
+        return (self.latest_message.get("intent") or {}).get("name")
+
+    def user_turns(self) -> list[UserTurn]:
+        turns = []
+        for e in self.events:
+            if e.get("event") != "user":
+                continue
+            intent = (e.get("parse_data") or {}).get("intent") or {}
+            turns.append(
+                UserTurn(
+                    text=str(e.get("text") or ""),
+                    intent=intent.get("name"),
+                    confidence=float(intent.get("confidence") or 0.0),
+                    timestamp=e.get("timestamp"),
+                )
+            )
+        return turns
+
+    def slots_to_validate(self) -> dict[str, Any]:
+        """Slots set since the last user message: the candidates a form validator must check."""
+        last_user = max(
+            (i for i, e in enumerate(self.events) if e.get("event") == "user"), default=-1
+        )
+        found: dict[str, Any] = {}
+        for e in self.events[last_user + 1 :]:
+            if e.get("event") == "slot" and e.get("name") != "requested_slot":
+                found[str(e["name"])] = e.get("value")
+        return found
+
+    def consecutive_fallbacks(self) -> int:
+        count = 0
+        for turn in reversed(self.user_turns()):
+            if turn.intent not in FALLBACK_INTENTS:
+                break
+            count += 1
+        return count
+
+
+@dataclass
+class ActionResult:
+    """What an action returns: Rasa events and responses, built with verb-named helpers."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+    def set_slot(self, name: str, value: Any) -> ActionResult:
+        self.events.append({"event": "slot", "name": name, "value": value, "timestamp": None})
+        return self
+
+    def utter(self, response: str, **values: Any) -> ActionResult:
+        self.responses.append({"response": response, **values})
+        return self
+
+    def end_form(self) -> ActionResult:
+        self.events.append({"event": "active_loop", "name": None, "timestamp": None})
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        return {"events": self.events, "responses": self.responses}

@@ -1,0 +1,87 @@
+"""The action webhook Rasa calls (its action-server protocol), served by the gateway on loopback.
+
+Each action is an async function ``(ActionContext, Tracker) -> ActionResult``. A form validator
+that finds nothing to validate raises ``RejectAction``, which Rasa turns into the form's
+"unhappy path" so another rule (a request for a human) can take over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bot.actions.tracker import ActionResult, Tracker
+from bot.core.routing import RoutingTable
+from bot.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    store: SqlStore
+    routing: RoutingTable
+
+
+Action = Callable[[ActionContext, Tracker], Awaitable[ActionResult]]
+
+
+class RejectAction(Exception):
+    """The action cannot run on this tracker (Rasa's ActionExecutionRejection)."""
+
+
+def action_registry() -> dict[str, Action]:
+    from bot.actions import fallback, flows, forms, handoff
+
+    registry: dict[str, Action] = {}
+    for module in (fallback, flows, forms, handoff):
+        registry.update(module.ACTIONS)
+    return registry
+
+
+async def run_action(
+    registry: dict[str, Action], ctx: ActionContext, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Dispatch one webhook call; returns the HTTP status and JSON body for Rasa."""
+    name = str(body.get("next_action") or "")
+    action = registry.get(name)
+    if action is None:
+        return 404, {"error": f"no custom action named {name!r}", "action_name": name}
+    tracker = Tracker.from_request(body)
+    try:
+        result = await action(ctx, tracker)
+    except RejectAction as exc:
+        return 400, {"error": str(exc) or "rejected", "action_name": name}
+    return 200, result.as_json()
+
+
+ACTION_CONTEXT = web.AppKey("action_context", ActionContext)
+ACTION_REGISTRY = web.AppKey("action_registry", dict)
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body is not JSON"}, status=400)
+    if not isinstance(body, dict):
+        return web.json_response({"error": "body must be a JSON object"}, status=400)
+    status, payload = await run_action(
+        request.app[ACTION_REGISTRY], request.app[ACTION_CONTEXT], body
+    )
+    if status == 404:
+        log.error("Rasa asked for an unknown action", extra={"action": payload["action_name"]})
+    return web.json_response(payload, status=status)
+
+
+def make_action_app(ctx: ActionContext) -> web.Application:
+    """The loopback-only application that serves custom actions to Rasa."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[ACTION_CONTEXT] = ctx
+    app[ACTION_REGISTRY] = action_registry()
+    app.router.add_post("/webhook", _webhook)
+    return app

@@ -1,0 +1,237 @@
+"""The ``triage`` command: train, serve, nlu, shell, eval and test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from bot.config import Settings, load_settings
+from bot.core.language import detect_language
+from bot.core.routing import load_routing
+from bot.errors import BotError
+from bot.nlu.client import ParseResult
+from bot.nlu.training import TrainingInputs, ensure_model
+from bot.runtime import open_runtime
+
+log = logging.getLogger("triage")
+
+
+def nlu_record(parse: ParseResult, language: str | None, route: dict[str, str]) -> dict[str, Any]:
+    """The JSON object ``triage nlu`` prints for one utterance (a contract: see the README)."""
+    return {
+        "text": parse.text,
+        "language": language,
+        "intent": {"name": parse.intent, "confidence": round(parse.confidence, 4)},
+        "entities": [e.as_dict() for e in parse.entities],
+        "route": route,
+    }
+
+
+async def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    model = await ensure_model(
+        settings.rasa_python,
+        TrainingInputs.default(settings.nlu_data_dir),
+        settings.models_dir,
+        force=args.force,
+    )
+    print(model)
+    return 0
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_runtime(settings, reuse_rasa=False) as runtime:
+        from bot.web.app import make_app
+
+        runner = web.AppRunner(make_app(runtime), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        print(
+            f"triage: HTTP on http://{settings.http_host}:{settings.http_port} "
+            f"(health: /healthz); Rasa on {settings.rasa_url} (loopback only)"
+        )
+        print(
+            f"triage: API token in {settings.data_dir / 'api_token'}"
+            if not settings.api_token
+            else "triage: API token from TRIAGE_API_TOKEN"
+        )
+        print("triage: the SIP bridge is not part of this build yet; no SIP port is opened")
+        print("triage: press Ctrl-C to stop", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+async def cmd_nlu(settings: Settings, args: argparse.Namespace) -> int:
+    routing = load_routing(settings.routing_file)
+    async with open_runtime(settings, with_actions=False) as runtime:
+
+        async def one(text: str) -> dict[str, Any]:
+            parse = await runtime.nlu.parse(text)
+            language = args.lang or detect_language(text)
+            return nlu_record(parse, language, routing.route_for(parse.intent).as_dict())
+
+        if args.text:
+            record = await one(" ".join(args.text))
+            if args.json:
+                print(json.dumps(record, ensure_ascii=False))
+            else:
+                _print_nlu(record, sys.stdout)
+            return 0
+        for line in sys.stdin:
+            text = line.strip()
+            if text:
+                print(json.dumps(await one(text), ensure_ascii=False), flush=True)
+    return 0
+
+
+def _print_nlu(record: dict[str, Any], out: TextIO) -> None:
+    intent = record["intent"]
+    route = record["route"]
+    print(f"language:  {record['language'] or 'undetected'}", file=out)
+    print(f"intent:    {intent['name']} ({intent['confidence']:.2f})", file=out)
+    for e in record["entities"]:
+        print(f"entity:    {e['entity']} = {e['value']}", file=out)
+    print(f"route:     {route['kind']} -> {route['name']}", file=out)
+
+
+async def cmd_shell(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_runtime(settings) as runtime:
+        conversation_id = f"cli-{uuid.uuid4().hex[:12]}"
+        print(f"triage shell: conversation {conversation_id}. Type your message; Ctrl-D ends.")
+        while True:
+            try:
+                text = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                print()
+                return 0
+            turn = await runtime.conversations.handle(
+                conversation_id, text, channel="cli", language=args.lang
+            )
+            for reply in turn.replies:
+                print(f"bot> {reply.text}")
+                for i, (title, _payload) in enumerate(reply.buttons, 1):
+                    print(f"     [{i}] {title}")
+            if turn.error:
+                print(f"     (error: {turn.error})")
+            elif turn.route is not None:
+                print(
+                    f"     ({turn.intent} {turn.confidence:.2f} -> "
+                    f"{turn.route.kind.value}:{turn.route.name})"
+                )
+            if turn.handoff_id:
+                print(
+                    f"     (handoff envelope {turn.handoff_id} stored; "
+                    f"GET /api/handoffs/{turn.handoff_id})"
+                )
+
+
+async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.nlu.evaluation import evaluate_files, format_report
+
+    report = await evaluate_files(
+        settings, Path(args.train), Path(args.test), Path(args.config) if args.config else None
+    )
+    if args.json:
+        print(format_report(report), file=sys.stderr)
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return 0
+
+
+async def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.nlu.evaluation import run_project_tests
+
+    return await run_project_tests(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triage",
+        description="Voicebot and chatbot triage for contact centers: understand, self-serve, "
+        "route to the right human queue with the whole context.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="where the database, models and logs live (default: ./var; env TRIAGE_DATA_DIR)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train the Rasa model if its data changed (cached by hash)")
+    p.add_argument("--force", action="store_true", help="train even if a cached model exists")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("serve", help="start the gateway and the Rasa server it supervises")
+    p.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--http-host", help="HTTP address (default 127.0.0.1)")
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        help="SIP port (default 5060; the SIP bridge is not part of this build yet)",
+    )
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("nlu", help="intent, confidence, entities and route of utterances")
+    p.add_argument("--lang", choices=("it", "en"), help="language (default: detected)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "text", nargs="*", help="the utterance; without it, one per stdin line (JSON lines out)"
+    )
+    p.set_defaults(run=cmd_nlu)
+
+    p = sub.add_parser("shell", help="talk to the bot in the terminal, showing routes")
+    p.add_argument("--lang", choices=("it", "en"), help="language (default: detected)")
+    p.set_defaults(run=cmd_shell)
+
+    p = sub.add_parser("eval", help="train the default NLU pipeline on one file, test on another")
+    p.add_argument("--train", required=True, help="Rasa NLU YAML file to train on")
+    p.add_argument("--test", required=True, help="Rasa NLU YAML file to test on")
+    p.add_argument("--config", help="pipeline config (default: nlu_data/config.yml)")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("test", help="the project's NLU evaluation and conversation tests")
+    p.set_defaults(run=cmd_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings().with_overrides(
+            data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
+            http_port=getattr(args, "http_port", None),
+            http_host=getattr(args, "http_host", None),
+            sip_port=getattr(args, "sip_port", None),
+        )
+        return int(asyncio.run(args.run(settings, args)))
+    except BotError as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

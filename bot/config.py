@@ -1,0 +1,141 @@
+"""Settings: the one place that reads the environment and configuration files.
+
+Every setting has a default that works on a fresh clone (SQLite in the data directory, Rasa on
+loopback); each can be overridden by a ``TRIAGE_*`` environment variable or a CLI flag. Values are
+cast strictly and a bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} in the environment is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}={value} in the environment is outside {lo}..{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} in the environment is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}={value} in the environment is outside {lo}..{hi}")
+    return value
+
+
+def _path(env: Mapping[str, str], key: str, default: Path) -> Path:
+    raw = env.get(key)
+    return Path(os.path.abspath(Path(raw).expanduser())) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "var")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    sip_port: int = 5060
+    action_port: int = 5055
+    rasa_port: int = 5005
+    database_url: str = ""
+    nlu_data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "nlu_data")
+    routing_file: Path = field(default_factory=lambda: PROJECT_ROOT / "config" / "routing.yml")
+    rasa_python: Path = field(
+        default_factory=lambda: PROJECT_ROOT / ".venv-rasa" / "bin" / "python"
+    )
+    rasa_timeout_s: float = 10.0
+    rasa_start_timeout_s: float = 180.0
+    max_message_chars: int = 2000
+    api_token: str = ""
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'triage.db'}"
+
+    @property
+    def rasa_url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def action_url(self) -> str:
+        return f"http://127.0.0.1:{self.action_port}/webhook"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``TRIAGE_*`` variables once; unknown ones are an error so typos do not go unseen."""
+    env = os.environ if env is None else env
+    known = {
+        "TRIAGE_DATA_DIR",
+        "TRIAGE_HTTP_HOST",
+        "TRIAGE_HTTP_PORT",
+        "TRIAGE_SIP_PORT",
+        "TRIAGE_ACTION_PORT",
+        "TRIAGE_RASA_PORT",
+        "TRIAGE_DATABASE_URL",
+        "TRIAGE_NLU_DATA_DIR",
+        "TRIAGE_ROUTING_FILE",
+        "TRIAGE_RASA_PYTHON",
+        "TRIAGE_RASA_TIMEOUT_S",
+        "TRIAGE_RASA_START_TIMEOUT_S",
+        "TRIAGE_MAX_MESSAGE_CHARS",
+        "TRIAGE_API_TOKEN",
+        "TRIAGE_TEST_POSTGRES_URL",
+        "TRIAGE_REQUIRE_SERVICES",
+        "TRIAGE_EXTERNAL_RASA_URL",
+        "TRIAGE_ACTION_HOST",
+    }
+    unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    base = Settings()
+    url = env.get("TRIAGE_DATABASE_URL", "")
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "TRIAGE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    return Settings(
+        data_dir=_path(env, "TRIAGE_DATA_DIR", base.data_dir),
+        http_host=env.get("TRIAGE_HTTP_HOST", base.http_host),
+        http_port=_int(env, "TRIAGE_HTTP_PORT", base.http_port, 0, 65535),
+        sip_port=_int(env, "TRIAGE_SIP_PORT", base.sip_port, 0, 65535),
+        action_port=_int(env, "TRIAGE_ACTION_PORT", base.action_port, 1, 65535),
+        rasa_port=_int(env, "TRIAGE_RASA_PORT", base.rasa_port, 1, 65535),
+        database_url=url,
+        nlu_data_dir=_path(env, "TRIAGE_NLU_DATA_DIR", base.nlu_data_dir),
+        routing_file=_path(env, "TRIAGE_ROUTING_FILE", base.routing_file),
+        rasa_python=_path(env, "TRIAGE_RASA_PYTHON", base.rasa_python),
+        rasa_timeout_s=_float(env, "TRIAGE_RASA_TIMEOUT_S", base.rasa_timeout_s, 0.1, 600),
+        rasa_start_timeout_s=_float(
+            env, "TRIAGE_RASA_START_TIMEOUT_S", base.rasa_start_timeout_s, 1, 3600
+        ),
+        max_message_chars=_int(env, "TRIAGE_MAX_MESSAGE_CHARS", base.max_message_chars, 1, 10**6),
+        api_token=env.get("TRIAGE_API_TOKEN", ""),
+    )

@@ -1,0 +1,1 @@
+"""Channel-neutral conversation model: routing, escalation, handoff, conversations."""

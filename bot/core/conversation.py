@@ -1,0 +1,169 @@
+"""``ConversationService``: one customer message in, the bot's replies out, on any channel.
+
+Order of work for every message, and why:
+1. store it as received (before anything can fail, so nothing the customer said is lost);
+2. reject what cannot be processed (empty, too long, not text) with a polite reply;
+3. fix the conversation's language the first time there is evidence, and tell Rasa;
+4. run the turn through Rasa; if Rasa is down or slow, say so politely and keep the message
+   marked ``failed`` so the conversation can go on when Rasa is back.
+Messages of one conversation are handled one at a time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.core.language import detect_language
+from bot.core.routing import Route, RouteKind, RoutingTable
+from bot.errors import NluUnavailable
+from bot.nlu.client import BotReply, Entity, NluClient
+from bot.store.sql import SqlStore, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LANGUAGE = "it"
+
+SYSTEM_TEXTS = {
+    "empty": {
+        "it": "Non ho ricevuto alcun testo. Mi scriva pure la sua richiesta.",
+        "en": "I did not receive any text. Please type your request.",
+    },
+    "too_long": {
+        "it": "Il messaggio è troppo lungo (massimo {limit} caratteri). Può riassumerlo?",
+        "en": "Your message is too long (at most {limit} characters). Could you shorten it?",
+    },
+    "nlu_unavailable": {
+        "it": "Mi scusi, ho un problema tecnico momentaneo. Il suo messaggio è stato registrato: "
+        "riprovi tra qualche istante.",
+        "en": "Sorry, I am having a temporary technical problem. Your message has been saved: "
+        "please try again in a moment.",
+    },
+}
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    conversation_id: str
+    message_id: int
+    language: str
+    replies: tuple[BotReply, ...]
+    intent: str | None = None
+    confidence: float = 0.0
+    entities: tuple[Entity, ...] = ()
+    route: Route | None = None
+    handoff_id: str | None = None
+    error: str | None = None  # empty | too_long | nlu_unavailable
+    slots: dict[str, Any] = field(default_factory=dict)
+
+
+def clean_text(raw: str) -> str:
+    """Drop control and format characters (keeping line breaks and tabs as spaces)."""
+    kept = []
+    for ch in raw:
+        if ch in "\n\t\r":
+            kept.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kept.append(ch)
+    return " ".join("".join(kept).split())
+
+
+class ConversationService:
+    def __init__(
+        self, store: SqlStore, nlu: NluClient, routing: RoutingTable, max_message_chars: int
+    ) -> None:
+        self.store = store
+        self.nlu = nlu
+        self.routing = routing
+        self.max_message_chars = max_message_chars
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._language_sent: set[str] = set()
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[conversation_id] = lock
+        return lock
+
+    async def handle(
+        self, conversation_id: str, text: str, *, channel: str, language: str | None = None
+    ) -> TurnResult:
+        """Process one customer message; never raises for bad input or an unavailable Rasa."""
+        lock = self._lock(conversation_id)
+        async with lock:
+            return await self._handle(conversation_id, text, channel, language)
+
+    async def _handle(
+        self, conversation_id: str, raw: str, channel: str, language: str | None
+    ) -> TurnResult:
+        started = utcnow()
+        conversation = await self.store.ensure_conversation(conversation_id, channel)
+        message_id = await self.store.add_message(conversation_id, "user", raw)
+        text = clean_text(raw)
+        lang = conversation.language
+        if lang is None:
+            lang = language or detect_language(text)
+            if lang is not None:
+                await self.store.update_conversation(conversation_id, language=lang)
+        reply_lang = lang or DEFAULT_LANGUAGE
+
+        if not text or len(text) > self.max_message_chars:
+            error = "empty" if not text else "too_long"
+            await self.store.mark_message(message_id, "rejected")
+            return await self._system_reply(conversation_id, message_id, reply_lang, error)
+
+        try:
+            if conversation_id not in self._language_sent:
+                await self.nlu.set_slots(conversation_id, {"language": reply_lang})
+                self._language_sent.add(conversation_id)
+            elif lang is not None and conversation.language is None:
+                await self.nlu.set_slots(conversation_id, {"language": lang})
+            output = await self.nlu.turn(conversation_id, text)
+        except NluUnavailable as exc:
+            log.warning("NLU unavailable; message kept", extra={"error": str(exc)})
+            await self.store.mark_message(message_id, "failed")
+            return await self._system_reply(
+                conversation_id, message_id, reply_lang, "nlu_unavailable"
+            )
+
+        parse = output.parse
+        await self.store.mark_message(message_id, "processed", parse.intent, parse.confidence)
+        for reply in output.replies:
+            await self.store.add_message(conversation_id, "bot", reply.text, status="sent")
+        route = self.routing.route_for(parse.intent)
+        new_handoff = None
+        if output.slots.get("handoff_id"):
+            latest = (await self.store.handoffs_for(conversation_id))[-1:]
+            if latest and latest[0].created_at >= started:
+                new_handoff = latest[0].id
+                route = Route(RouteKind.QUEUE, latest[0].queue)
+        return TurnResult(
+            conversation_id=conversation_id,
+            message_id=message_id,
+            language=reply_lang,
+            replies=output.replies,
+            intent=parse.intent,
+            confidence=parse.confidence,
+            entities=parse.entities,
+            route=route,
+            handoff_id=new_handoff,
+            slots=output.slots,
+        )
+
+    async def _system_reply(
+        self, conversation_id: str, message_id: int, language: str, error: str
+    ) -> TurnResult:
+        text = SYSTEM_TEXTS[error][language].format(limit=self.max_message_chars)
+        await self.store.add_message(conversation_id, "system", text, status="sent")
+        return TurnResult(
+            conversation_id=conversation_id,
+            message_id=message_id,
+            language=language,
+            replies=(BotReply(text),),
+            error=error,
+        )

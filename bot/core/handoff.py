@@ -1,0 +1,155 @@
+"""Handing a conversation to a human queue: priority, the v1 envelope, and its storage.
+
+The envelope is committed before the customer is told they are queued: a crash after the
+commit loses nothing an agent needs; a crash before it leaves the customer with the bot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.core.redaction import redact
+from bot.core.routing import RoutingTable
+from bot.store.sql import SqlStore, utcnow
+from bot.store.tables import Handoff
+
+ENVELOPE_SCHEMA_VERSION = 1
+TRANSCRIPT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class IntentSeen:
+    intent: str | None
+    confidence: float
+    at: float | None
+
+
+@dataclass(frozen=True)
+class HandoffRequest:
+    conversation_id: str
+    queue: str
+    topic: str
+    reason: str  # explicit_request | topic | consecutive_fallbacks | failed_flow
+    mode: str  # live | callback
+    intents: tuple[IntentSeen, ...]
+    slots: dict[str, Any]
+
+
+async def compute_priority(
+    store: SqlStore,
+    routing: RoutingTable,
+    customer_id: str | None,
+    verified: bool,
+    vip: bool,
+    topic: str,
+    conversation_id: str,
+) -> int:
+    rules = routing.priority
+    priority = rules.base
+    if verified and vip:
+        priority += rules.vip
+    if customer_id and await store.recent_contact_on_topic(
+        customer_id, topic, timedelta(hours=rules.repeat_window_h), conversation_id
+    ):
+        priority += rules.repeat_contact
+    return priority
+
+
+def _summary(request: HandoffRequest, flows: list[dict[str, Any]]) -> str:
+    topics = [i.intent for i in request.intents if i.intent]
+    parts = [f"reason: {request.reason}", f"queue: {request.queue}"]
+    if topics:
+        parts.append("intents: " + ", ".join(dict.fromkeys(topics)))
+    if flows:
+        parts.append("self-service: " + ", ".join(f"{f['flow']} {f['outcome']}" for f in flows))
+    return "; ".join(parts)
+
+
+async def create_handoff(
+    store: SqlStore, routing: RoutingTable, request: HandoffRequest, now: datetime | None = None
+) -> Handoff:
+    """Build the envelope from the store of record and commit it with the handoff row."""
+    now = now or utcnow()
+    conversation = await store.get_conversation(request.conversation_id)
+    customer = (
+        await store.get_customer(conversation.customer_id) if conversation.customer_id else None
+    )
+    verified = bool(conversation.verified and customer is not None)
+    priority = await compute_priority(
+        store,
+        routing,
+        conversation.customer_id,
+        verified,
+        bool(customer and customer.vip),
+        request.topic,
+        request.conversation_id,
+    )
+    messages = list(await store.messages(request.conversation_id))[-TRANSCRIPT_LIMIT:]
+    flows = [
+        {"flow": f.flow, "outcome": f.outcome, "detail": f.detail, "at": f.created_at.isoformat()}
+        for f in await store.flow_results(request.conversation_id)
+    ]
+    previous = (
+        [
+            {
+                "conversation_id": c.id,
+                "channel": c.channel,
+                "state": c.state,
+                "created_at": c.created_at.isoformat(),
+            }
+            for c in await store.previous_conversations(customer.id, request.conversation_id)
+        ]
+        if customer is not None and verified
+        else []
+    )
+    handoff_id = str(uuid.uuid4())
+    state = "callback_requested" if request.mode == "callback" else "queued"
+    envelope: dict[str, Any] = {
+        "id": handoff_id,
+        "schema_version": ENVELOPE_SCHEMA_VERSION,
+        "created_at": now.isoformat(),
+        "channel": conversation.channel,
+        "language": conversation.language,
+        "customer": {
+            "id": customer.id if customer else None,
+            "verified": verified,
+            "name": customer.name if customer else None,
+            "phone": customer.phone if customer else None,
+        },
+        "reason": request.reason,
+        "queue": request.queue,
+        "topic": request.topic,
+        "mode": request.mode,
+        "priority": priority,
+        "intents": [
+            {"intent": i.intent, "confidence": round(i.confidence, 4), "at": i.at}
+            for i in request.intents
+        ],
+        "slots": {k: v for k, v in request.slots.items() if v is not None},
+        "transcript": [
+            {"sender": m.sender, "text": redact(m.text), "at": m.created_at.isoformat()}
+            for m in messages
+        ],
+        "summary": _summary(request, flows),
+        "self_service": flows,
+        "previous_conversations": previous,
+        "state_history": [{"state": state, "at": now.isoformat()}],
+    }
+    handoff = Handoff(
+        id=handoff_id,
+        conversation_id=request.conversation_id,
+        customer_id=customer.id if customer and verified else None,
+        queue=request.queue,
+        topic=request.topic,
+        priority=priority,
+        reason=request.reason,
+        mode=request.mode,
+        state=state,
+        envelope=envelope,
+        created_at=now,
+    )
+    await store.add_handoff(handoff, conversation_state="queued")
+    return handoff

@@ -1,0 +1,35 @@
+"""The gateway's error hierarchy.
+
+Every error carries ``retryable``: whether the same request may succeed later without a change
+(a Rasa server that is restarting) or not (a malformed message).
+"""
+
+
+class BotError(Exception):
+    retryable = False
+
+
+class ConfigError(BotError):
+    """A configuration value is missing or invalid; the message names the key and its source."""
+
+
+class InvalidMessage(BotError):
+    """A user message that cannot be processed as text (empty, too long, binary)."""
+
+
+class NluUnavailable(BotError):
+    """The Rasa server did not answer, or answered with an error."""
+
+    retryable = True
+
+
+class NluTimeout(NluUnavailable):
+    """The Rasa server did not answer in time."""
+
+
+class TrainingFailed(BotError):
+    """Training a Rasa model failed; the message carries the tail of Rasa's output."""
+
+
+class NotFound(BotError):
+    """A record that was asked for does not exist."""

@@ -1,0 +1,83 @@
+"""``RasaHttpClient``: the NLU seam over Rasa's HTTP API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bot.errors import NluTimeout, NluUnavailable
+from bot.nlu.client import ParseResult, TurnOutput
+from bot.nlu.parsing import parse_result_from_rasa, replies_from_rasa
+
+
+class RasaHttpClient:
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=64)
+            )
+        return self._session
+
+    async def _request(self, method: str, path: str, json: Any = None) -> Any:
+        url = self.base_url + path
+        try:
+            async with self._http().request(method, url, json=json) as resp:
+                if resp.status >= 400:
+                    body = (await resp.text())[:300]
+                    raise NluUnavailable(f"Rasa answered {resp.status} to {method} {path}: {body}")
+                return await resp.json(content_type=None)
+        except TimeoutError as exc:
+            raise NluTimeout(f"Rasa did not answer {method} {path} in time") from exc
+        except aiohttp.ClientError as exc:
+            raise NluUnavailable(f"Rasa is not reachable at {self.base_url}: {exc}") from exc
+
+    async def parse(self, text: str) -> ParseResult:
+        data = await self._request("POST", "/model/parse", {"text": text})
+        return parse_result_from_rasa(data, text)
+
+    async def turn(self, conversation_id: str, text: str) -> TurnOutput:
+        messages = await self._request(
+            "POST", "/webhooks/rest/webhook", {"sender": conversation_id, "message": text}
+        )
+        if not isinstance(messages, list):
+            raise NluUnavailable("Rasa's REST channel answered with something other than a list")
+        tracker = await self._request(
+            "GET", f"/conversations/{quote(conversation_id, safe='')}/tracker?include_events=NONE"
+        )
+        latest = tracker.get("latest_message") or {}
+        loop = (tracker.get("active_loop") or {}).get("name")
+        return TurnOutput(
+            replies=replies_from_rasa(messages),
+            parse=parse_result_from_rasa(latest, text),
+            slots=dict(tracker.get("slots") or {}),
+            active_loop=loop,
+        )
+
+    async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
+        events = [{"event": "slot", "name": k, "value": v} for k, v in slots.items()]
+        await self._request(
+            "POST",
+            f"/conversations/{quote(conversation_id, safe='')}/tracker/events?include_events=NONE",
+            events,
+        )
+
+    async def is_ready(self) -> bool:
+        try:
+            status = await self._request("GET", "/status")
+        except NluUnavailable:
+            return False
+        return bool(status.get("model_file"))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Let the connector's transports close before the loop moves on.
+            await asyncio.sleep(0)

@@ -1,0 +1,182 @@
+"""``RasaSupervisor``: runs the Rasa server on loopback, restarts it when it dies, reports health.
+
+Rasa keeps its dialogue trackers in SQLite in the data directory, so a restart of the Rasa
+process does not lose the state of the conversations in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import aiohttp
+
+from bot.errors import NluUnavailable
+from bot.nlu.training import rasa_env
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class RasaState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+
+
+@dataclass(frozen=True)
+class RasaHealth:
+    state: RasaState
+    pid: int | None
+    restarts: int
+    model: str
+    last_exit_code: int | None
+
+
+def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by triage serve; edits are overwritten.\n"
+        f"action_endpoint:\n  url: {action_url!r}\n"
+        "tracker_store:\n  type: SQL\n  dialect: sqlite\n"
+        f"  db: {str(tracker_db)!r}\n",
+        encoding="utf-8",
+    )
+
+
+class RasaSupervisor:
+    def __init__(
+        self,
+        rasa_python: Path,
+        model: Path,
+        port: int,
+        data_dir: Path,
+        action_url: str,
+        start_timeout_s: float = 180.0,
+    ) -> None:
+        self.rasa_python = rasa_python
+        self.model = model
+        self.port = port
+        self.data_dir = data_dir
+        self.action_url = action_url
+        self.start_timeout_s = start_timeout_s
+        self.state = RasaState.STOPPED
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> RasaHealth:
+        return RasaHealth(
+            self.state,
+            self._proc.pid if self._proc else None,
+            self.restarts,
+            self.model.name,
+            self.last_exit_code,
+        )
+
+    async def start(self) -> None:
+        """Start Rasa and wait until it has loaded the model; then watch it."""
+        await self._spawn()
+        await self._wait_ready()
+        self._watch = asyncio.create_task(self._supervise(), name="rasa-supervisor")
+
+    async def _spawn(self) -> None:
+        endpoints = self.data_dir / "rasa" / "endpoints.yml"
+        write_endpoints(endpoints, self.action_url, self.data_dir / "rasa" / "trackers.db")
+        log_path = self.data_dir / "logs" / "rasa.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            "run",
+            "--enable-api",
+            "--model",
+            str(self.model),
+            "--port",
+            str(self.port),
+            "--interface",
+            "127.0.0.1",
+            "--endpoints",
+            str(endpoints),
+        ]
+        self._ready.clear()
+        self.state = RasaState.STARTING
+        with log_path.open("ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(self.rasa_python),
+                "-m",
+                "rasa",
+                *args,
+                cwd=self.data_dir / "rasa",
+                env=rasa_env(),
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        log.info("rasa starting", extra={"pid": self._proc.pid, "port": self.port})
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline:
+                if self._proc is not None and self._proc.returncode is not None:
+                    self.last_exit_code = self._proc.returncode
+                    raise NluUnavailable(
+                        f"Rasa exited with {self._proc.returncode} while starting; "
+                        f"see {self.data_dir / 'logs' / 'rasa.log'}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    async with http.get(f"{self.url}/status") as resp:
+                        if resp.status == 200 and (await resp.json()).get("model_file"):
+                            self.state = RasaState.READY
+                            self._ready.set()
+                            log.info("rasa ready", extra={"port": self.port})
+                            return
+                await asyncio.sleep(0.5)
+        raise NluUnavailable(f"Rasa did not become ready in {self.start_timeout_s:.0f} s")
+
+    async def _supervise(self) -> None:
+        while True:
+            proc = self._proc
+            if proc is None:
+                return
+            code = await proc.wait()
+            self.last_exit_code = code
+            self.state = RasaState.RESTARTING
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            log.error("rasa exited; restarting", extra={"exit_code": code, "delay_s": delay})
+            await asyncio.sleep(delay)
+            self.restarts += 1
+            try:
+                await self._spawn()
+                await self._wait_ready()
+            except NluUnavailable:
+                log.exception("rasa restart failed")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self.state = RasaState.STOPPED

@@ -1,0 +1,1 @@
+"""Persistence of record: customers, conversations, messages, flows, tickets, handoffs."""

@@ -1,0 +1,332 @@
+"""``SqlStore``: the store of record on SQLAlchemy 2 async (SQLite with WAL, or PostgreSQL).
+
+Every write commits before the method returns, so a caller that goes on to tell the customer
+something ("your reading is stored", "you are queued") only does so after it is durable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, select, update
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from bot.errors import NotFound
+from bot.store.tables import (
+    Base,
+    Conversation,
+    Customer,
+    FlowResult,
+    Handoff,
+    Message,
+    MeterReading,
+    Outage,
+    Ticket,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str, *, create: bool = True) -> SqlStore:
+        """Connect, create missing tables and return the store."""
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url)
+            event.listen(engine.sync_engine, "connect", _enable_sqlite_wal)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        store = cls(engine)
+        if create:
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    # conversations and messages
+
+    async def ensure_conversation(
+        self, conversation_id: str, channel: str, language: str | None = None
+    ) -> Conversation:
+        """The conversation with this id, created on first use; safe under concurrent callers."""
+        async with self.session() as s:
+            found = await s.get(Conversation, conversation_id)
+            if found is not None:
+                return found
+        now = utcnow()
+        row = Conversation(
+            id=conversation_id,
+            channel=channel,
+            language=language,
+            customer_id=None,
+            verified=False,
+            state="bot",
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            async with self.session() as s:
+                existing = await s.get(Conversation, conversation_id)
+                if existing is None:
+                    raise
+                return existing
+        return row
+
+    async def get_conversation(self, conversation_id: str) -> Conversation:
+        async with self.session() as s:
+            found = await s.get(Conversation, conversation_id)
+        if found is None:
+            raise NotFound(f"conversation {conversation_id!r} does not exist")
+        return found
+
+    async def update_conversation(self, conversation_id: str, **values: Any) -> None:
+        allowed = {"language", "customer_id", "verified", "state"}
+        if not values.keys() <= allowed:
+            raise ValueError(f"cannot update conversation fields {sorted(values.keys() - allowed)}")
+        async with self.session() as s:
+            await s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(**values, updated_at=utcnow())
+            )
+
+    async def add_message(
+        self, conversation_id: str, sender: str, text: str, status: str = "received"
+    ) -> int:
+        async with self.session() as s:
+            row = Message(
+                conversation_id=conversation_id,
+                sender=sender,
+                text=text,
+                status=status,
+                intent=None,
+                confidence=None,
+                created_at=utcnow(),
+            )
+            s.add(row)
+            await s.flush()
+            return row.id
+
+    async def mark_message(
+        self,
+        message_id: int,
+        status: str,
+        intent: str | None = None,
+        confidence: float | None = None,
+    ) -> None:
+        async with self.session() as s:
+            await s.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status=status, intent=intent, confidence=confidence)
+            )
+
+    async def messages(self, conversation_id: str) -> Sequence[Message]:
+        async with self.session() as s:
+            result = await s.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id)
+            )
+            return result.all()
+
+    async def previous_conversations(
+        self, customer_id: str, exclude: str, limit: int = 10
+    ) -> Sequence[Conversation]:
+        async with self.session() as s:
+            result = await s.scalars(
+                select(Conversation)
+                .where(Conversation.customer_id == customer_id, Conversation.id != exclude)
+                .order_by(Conversation.created_at.desc())
+                .limit(limit)
+            )
+            return result.all()
+
+    # customers and their account
+
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        async with self.session() as s:
+            return await s.get(Customer, customer_id)
+
+    async def last_meter_reading(self, customer_id: str) -> int | None:
+        async with self.session() as s:
+            value = await s.scalar(
+                select(MeterReading.value)
+                .where(MeterReading.customer_id == customer_id)
+                .order_by(MeterReading.taken_at.desc(), MeterReading.id.desc())
+                .limit(1)
+            )
+            return value
+
+    async def add_meter_reading(
+        self, customer_id: str, value: int, conversation_id: str | None
+    ) -> None:
+        async with self.session() as s:
+            s.add(
+                MeterReading(
+                    customer_id=customer_id,
+                    value=value,
+                    source="customer",
+                    conversation_id=conversation_id,
+                    taken_at=utcnow(),
+                )
+            )
+
+    async def update_contact(
+        self, customer_id: str, *, email: str | None = None, address: str | None = None
+    ) -> None:
+        values = {k: v for k, v in (("email", email), ("address", address)) if v is not None}
+        if not values:
+            raise ValueError("nothing to update")
+        async with self.session() as s:
+            result = await s.execute(
+                update(Customer).where(Customer.id == customer_id).values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFound(f"customer {customer_id!r} does not exist")
+
+    # outages and tickets
+
+    async def active_outage(self, postcode: str) -> Outage | None:
+        async with self.session() as s:
+            return await s.scalar(
+                select(Outage).where(Outage.postcode == postcode, Outage.active.is_(True))
+            )
+
+    async def create_ticket(
+        self,
+        topic: str,
+        *,
+        customer_id: str | None,
+        conversation_id: str | None,
+        postcode: str | None = None,
+    ) -> Ticket:
+        for _ in range(20):
+            now = utcnow()
+            ticket = Ticket(
+                id=f"TK{secrets.randbelow(900000) + 100000}",
+                customer_id=customer_id,
+                conversation_id=conversation_id,
+                topic=topic,
+                postcode=postcode,
+                state="open",
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                async with self.session() as s:
+                    s.add(ticket)
+                return ticket
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not allocate a free ticket number")
+
+    async def get_ticket(self, ticket_id: str) -> Ticket | None:
+        async with self.session() as s:
+            return await s.get(Ticket, ticket_id)
+
+    # flows and handoffs
+
+    async def add_flow_result(
+        self, conversation_id: str, flow: str, outcome: str, detail: dict[str, Any]
+    ) -> None:
+        async with self.session() as s:
+            s.add(
+                FlowResult(
+                    conversation_id=conversation_id,
+                    flow=flow,
+                    outcome=outcome,
+                    detail=detail,
+                    created_at=utcnow(),
+                )
+            )
+
+    async def flow_results(self, conversation_id: str) -> Sequence[FlowResult]:
+        async with self.session() as s:
+            result = await s.scalars(
+                select(FlowResult)
+                .where(FlowResult.conversation_id == conversation_id)
+                .order_by(FlowResult.id)
+            )
+            return result.all()
+
+    async def add_handoff(self, handoff: Handoff, conversation_state: str) -> None:
+        """Store the handoff and move its conversation to ``conversation_state`` atomically."""
+        async with self.session() as s:
+            s.add(handoff)
+            await s.execute(
+                update(Conversation)
+                .where(Conversation.id == handoff.conversation_id)
+                .values(state=conversation_state, updated_at=utcnow())
+            )
+
+    async def get_handoff(self, handoff_id: str) -> Handoff | None:
+        async with self.session() as s:
+            return await s.get(Handoff, handoff_id)
+
+    async def handoffs_for(self, conversation_id: str) -> Sequence[Handoff]:
+        async with self.session() as s:
+            result = await s.scalars(
+                select(Handoff)
+                .where(Handoff.conversation_id == conversation_id)
+                .order_by(Handoff.created_at)
+            )
+            return result.all()
+
+    async def recent_contact_on_topic(
+        self, customer_id: str, topic: str, within: timedelta, exclude_conversation: str
+    ) -> bool:
+        """Whether this customer was handed over about ``topic`` within ``within`` from now."""
+        since = utcnow() - within
+        async with self.session() as s:
+            count = await s.scalar(
+                select(func.count())
+                .select_from(Handoff)
+                .where(
+                    Handoff.customer_id == customer_id,
+                    Handoff.topic == topic,
+                    Handoff.created_at >= since,
+                    Handoff.conversation_id != exclude_conversation,
+                )
+            )
+            return bool(count)

@@ -1,0 +1,1 @@
+"""The aiohttp application: health, REST API and (later) chat and console."""

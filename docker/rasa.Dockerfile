@@ -1,0 +1,23 @@
+# Rasa Open Source with the triage model trained at build time.
+# Build from the repository root: docker build -f docker/rasa.Dockerfile .
+FROM python:3.10-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    RASA_TELEMETRY_ENABLED=false
+
+RUN pip install --no-cache-dir rasa==3.6.21
+
+WORKDIR /app
+COPY nlu_data/ /app/nlu_data/
+
+RUN rasa train --domain nlu_data/domain --config nlu_data/config.yml --data nlu_data/data \
+        --out /app/models --fixed-model-name triage
+
+# Custom actions are served by the gateway container.
+RUN printf 'action_endpoint:\n  url: "http://gateway:5055/webhook"\n' > /app/endpoints.yml
+
+EXPOSE 5005
+
+CMD ["rasa", "run", "--enable-api", "--port", "5005", "--interface", "0.0.0.0", \
+     "--endpoints", "/app/endpoints.yml", "--model", "/app/models"]

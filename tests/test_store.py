@@ -1,0 +1,353 @@
+"""Behaviour of the store of record, on SQLite and on PostgreSQL (see the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from bot.errors import NotFound
+from bot.store.seed import DEMO_CUSTOMERS, DEMO_OUTAGES, seed_demo_data
+from bot.store.sql import SqlStore, utcnow
+from bot.store.tables import Conversation, Customer, Handoff, Outage
+
+MARIO = DEMO_CUSTOMERS[0]
+OTHER = DEMO_CUSTOMERS[1]
+
+
+def make_handoff(
+    conversation_id: str,
+    *,
+    customer_id: str | None = MARIO.id,
+    topic: str = "billing",
+    envelope: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+    handoff_id: str | None = None,
+) -> Handoff:
+    return Handoff(
+        id=handoff_id or str(uuid.uuid4()),
+        conversation_id=conversation_id,
+        customer_id=customer_id,
+        queue="billing",
+        topic=topic,
+        priority=1,
+        reason="intent",
+        mode="live",
+        state="queued",
+        envelope=envelope if envelope is not None else {"summary": "test"},
+        created_at=created_at or utcnow(),
+    )
+
+
+def assert_aware_utc(value: datetime) -> None:
+    assert value.tzinfo is not None, f"{value!r} is naive"
+    assert value.utcoffset() == timedelta(0), f"{value!r} is not in UTC"
+
+
+# conversations and messages
+
+
+async def test_ensure_conversation_creates_one_row_under_concurrent_callers(
+    store: SqlStore,
+) -> None:
+    results = await asyncio.gather(
+        *(store.ensure_conversation("conc-1", "chat", "it") for _ in range(10))
+    )
+
+    assert {c.id for c in results} == {"conc-1"}
+    async with store.session() as s:
+        rows = await s.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.id == "conc-1")
+        )
+    assert rows == 1
+
+
+async def test_ensure_conversation_returns_existing_row_when_called_again(store: SqlStore) -> None:
+    first = await store.ensure_conversation("again-1", "phone", "en")
+    second = await store.ensure_conversation("again-1", "chat", None)
+
+    assert second.channel == "phone"
+    assert second.language == "en"
+    assert second.created_at == first.created_at
+
+
+async def test_messages_come_back_in_insertion_order_with_sender_and_status(
+    store: SqlStore,
+) -> None:
+    await store.ensure_conversation("msg-1", "chat")
+    sent = [
+        ("user", "ciao", "received"),
+        ("bot", "Buongiorno, come posso aiutarla?", "sent"),
+        ("user", "perché la bolletta è così alta? €", "processed"),
+        ("agent", "la richiamo", "sent"),
+    ]
+    ids = [await store.add_message("msg-1", sender, body, status) for sender, body, status in sent]
+
+    got = await store.messages("msg-1")
+
+    assert [m.id for m in got] == ids
+    assert [(m.sender, m.text, m.status) for m in got] == sent
+
+
+async def test_messages_of_another_conversation_are_not_returned(store: SqlStore) -> None:
+    await store.ensure_conversation("msg-a", "chat")
+    await store.ensure_conversation("msg-b", "chat")
+    await store.add_message("msg-a", "user", "mine")
+    await store.add_message("msg-b", "user", "theirs")
+
+    assert [m.text for m in await store.messages("msg-a")] == ["mine"]
+
+
+async def test_mark_message_records_status_intent_and_confidence(store: SqlStore) -> None:
+    await store.ensure_conversation("mark-1", "chat")
+    message_id = await store.add_message("mark-1", "user", "quanto devo pagare?")
+
+    await store.mark_message(message_id, "processed", intent="check_balance", confidence=0.87)
+
+    (message,) = await store.messages("mark-1")
+    assert message.status == "processed"
+    assert message.intent == "check_balance"
+    assert message.confidence == pytest.approx(0.87)
+
+
+# customers and their account
+
+
+async def test_last_meter_reading_returns_seeded_then_newer_reading(store: SqlStore) -> None:
+    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading
+
+    await store.add_meter_reading(MARIO.id, MARIO.last_reading + 250, conversation_id="mr-1")
+
+    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading + 250
+    assert await store.last_meter_reading(OTHER.id) == OTHER.last_reading
+
+
+async def test_last_meter_reading_is_none_for_unknown_customer(store: SqlStore) -> None:
+    assert await store.last_meter_reading("CL999999") is None
+
+
+async def test_update_contact_changes_email_and_keeps_address(store: SqlStore) -> None:
+    await store.update_contact(MARIO.id, email="mario.new@example.it")
+
+    customer = await store.get_customer(MARIO.id)
+    assert customer is not None
+    assert customer.email == "mario.new@example.it"
+    assert customer.address == MARIO.address
+
+
+async def test_update_contact_raises_not_found_for_unknown_customer(store: SqlStore) -> None:
+    with pytest.raises(NotFound, match="CL999999"):
+        await store.update_contact("CL999999", email="nobody@example.it")
+
+
+async def test_update_contact_raises_value_error_with_nothing_to_update(store: SqlStore) -> None:
+    with pytest.raises(ValueError, match="nothing to update"):
+        await store.update_contact(MARIO.id)
+
+    customer = await store.get_customer(MARIO.id)
+    assert customer is not None
+    assert customer.email == MARIO.email
+
+
+# outages and tickets
+
+
+async def test_active_outage_finds_seeded_outage(store: SqlStore) -> None:
+    postcode, (service, _hours) = next(iter(DEMO_OUTAGES.items()))
+
+    outage = await store.active_outage(postcode)
+
+    assert outage is not None
+    assert outage.service == service
+    assert outage.eta > utcnow()
+
+
+async def test_active_outage_is_none_for_unknown_postcode(store: SqlStore) -> None:
+    assert await store.active_outage("99999") is None
+
+
+async def test_create_ticket_returns_number_that_get_ticket_reads_back(store: SqlStore) -> None:
+    ticket = await store.create_ticket(
+        "outage", customer_id=MARIO.id, conversation_id="tk-1", postcode="20121"
+    )
+
+    assert re.fullmatch(r"TK\d{6}", ticket.id)
+    stored = await store.get_ticket(ticket.id)
+    assert stored is not None
+    assert (stored.topic, stored.customer_id, stored.conversation_id, stored.postcode) == (
+        "outage",
+        MARIO.id,
+        "tk-1",
+        "20121",
+    )
+    assert stored.state == "open"
+
+
+async def test_get_ticket_is_none_for_unknown_number(store: SqlStore) -> None:
+    assert await store.get_ticket("TK000000") is None
+
+
+# handoffs
+
+
+async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
+    store: SqlStore,
+) -> None:
+    await store.ensure_conversation("ho-1", "chat", "it")
+    envelope = {
+        "customer": {"id": MARIO.id, "verified": True, "vip": False, "balance_cents": 8450},
+        "transcript": [
+            {"sender": "user", "text": "perché €", "confidence": 0.91},
+            {"sender": "bot", "text": "La passo a un operatore", "confidence": None},
+        ],
+        "flows": [["check_balance", "failed"], []],
+        "note": "perché €",
+    }
+    handoff = make_handoff("ho-1", envelope=envelope)
+
+    await store.add_handoff(handoff, "queued")
+
+    stored = await store.get_handoff(handoff.id)
+    assert stored is not None
+    assert stored.envelope == envelope
+    assert (await store.get_conversation("ho-1")).state == "queued"
+    assert [h.id for h in await store.handoffs_for("ho-1")] == [handoff.id]
+
+
+async def test_add_handoff_leaves_conversation_state_when_insert_fails(store: SqlStore) -> None:
+    await store.ensure_conversation("ho-dup", "chat")
+    first = make_handoff("ho-dup")
+    await store.add_handoff(first, "queued")
+    await store.update_conversation("ho-dup", state="bot")
+
+    with pytest.raises(IntegrityError):
+        await store.add_handoff(make_handoff("ho-dup", handoff_id=first.id), "with_agent")
+
+    assert (await store.get_conversation("ho-dup")).state == "bot"
+
+
+async def test_recent_contact_on_topic_true_for_same_topic_in_other_conversation(
+    store: SqlStore,
+) -> None:
+    await store.ensure_conversation("rc-old", "chat")
+    await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
+
+    assert await store.recent_contact_on_topic(MARIO.id, "billing", timedelta(hours=24), "rc-new")
+
+
+async def test_recent_contact_on_topic_false_for_other_topic(store: SqlStore) -> None:
+    await store.ensure_conversation("rc-old", "chat")
+    await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
+
+    assert not await store.recent_contact_on_topic(
+        MARIO.id, "technical", timedelta(hours=24), "rc-new"
+    )
+
+
+async def test_recent_contact_on_topic_false_for_other_customer(store: SqlStore) -> None:
+    await store.ensure_conversation("rc-old", "chat")
+    await store.add_handoff(make_handoff("rc-old", customer_id=OTHER.id), "queued")
+
+    assert not await store.recent_contact_on_topic(
+        MARIO.id, "billing", timedelta(hours=24), "rc-new"
+    )
+
+
+async def test_recent_contact_on_topic_false_for_same_conversation(store: SqlStore) -> None:
+    await store.ensure_conversation("rc-same", "chat")
+    await store.add_handoff(make_handoff("rc-same", topic="billing"), "queued")
+
+    assert not await store.recent_contact_on_topic(
+        MARIO.id, "billing", timedelta(hours=24), "rc-same"
+    )
+
+
+async def test_recent_contact_on_topic_false_when_handoff_older_than_window(
+    store: SqlStore,
+) -> None:
+    await store.ensure_conversation("rc-old", "chat")
+    old = make_handoff("rc-old", created_at=utcnow() - timedelta(hours=25))
+    async with store.session() as s:
+        s.add(old)
+
+    assert not await store.recent_contact_on_topic(
+        MARIO.id, "billing", timedelta(hours=24), "rc-new"
+    )
+    assert await store.recent_contact_on_topic(MARIO.id, "billing", timedelta(hours=26), "rc-new")
+
+
+# datetimes
+
+
+async def test_datetimes_come_back_aware_utc(store: SqlStore) -> None:
+    conversation = await store.ensure_conversation("dt-1", "chat")
+    await store.add_message("dt-1", "user", "ciao")
+    rome_summer = timezone(timedelta(hours=2))
+    given = datetime(2024, 7, 15, 19, 30, 5, 123456, tzinfo=rome_summer)
+    handoff = make_handoff("dt-1", created_at=given)
+    await store.add_handoff(handoff, "queued")
+
+    stored_conversation = await store.get_conversation(conversation.id)
+    (message,) = await store.messages("dt-1")
+    stored_handoff = await store.get_handoff(handoff.id)
+    customer = await store.get_customer(MARIO.id)
+    outage = await store.active_outage(next(iter(DEMO_OUTAGES)))
+
+    assert stored_handoff is not None and customer is not None and outage is not None
+    for value in (
+        stored_conversation.created_at,
+        stored_conversation.updated_at,
+        message.created_at,
+        stored_handoff.created_at,
+        customer.last_invoice_due,
+        outage.eta,
+    ):
+        assert_aware_utc(value)
+    assert stored_handoff.created_at == given
+    assert stored_handoff.created_at.hour == 17
+
+
+async def test_naive_datetime_is_rejected_and_nothing_is_stored(store: SqlStore) -> None:
+    await store.ensure_conversation("dt-naive", "chat")
+    handoff = make_handoff("dt-naive", created_at=datetime(2024, 7, 15, 12, 0))
+
+    with pytest.raises((ValueError, StatementError)) as caught:
+        await store.add_handoff(handoff, "queued")
+
+    assert "naive" in str(caught.value)
+    assert await store.get_handoff(handoff.id) is None
+    assert (await store.get_conversation("dt-naive")).state == "bot"
+
+
+# seeding and the engine
+
+
+async def test_seeding_twice_inserts_nothing_the_second_time(store: SqlStore) -> None:
+    assert await seed_demo_data(store) == 0
+
+    async with store.session() as s:
+        customer_ids = set((await s.scalars(select(Customer.id))).all())
+        outages = await s.scalar(select(func.count()).select_from(Outage))
+    assert len(customer_ids) == 6
+    assert customer_ids == {c.id for c in DEMO_CUSTOMERS}
+    assert outages == len(DEMO_OUTAGES)
+    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_sqlite_file_is_in_wal_mode(store: SqlStore) -> None:
+    async with store.engine.connect() as conn:
+        mode = await conn.scalar(text("PRAGMA journal_mode"))
+
+    assert str(mode).lower() == "wal"
+
+
+async def test_get_conversation_raises_not_found_for_unknown_id(store: SqlStore) -> None:
+    with pytest.raises(NotFound):
+        await store.get_conversation("no-such-conversation")

@@ -1,0 +1,1 @@
+"""Telephony and speech (SIP/RTP bridge, ASR, TTS). Never imports ``bot``."""
