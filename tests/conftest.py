@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 import pytest_asyncio
+import yaml
 from sqlalchemy.engine import URL, make_url
 
+from bot.config import Settings
+from bot.nlu.training import TrainingInputs, ensure_model
+from bot.runtime import Runtime, open_runtime
 from bot.store.seed import seed_demo_data
 from bot.store.sql import SqlStore
 
@@ -91,3 +98,63 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     async with opened as backend:
         await seed_demo_data(backend)
         yield backend
+
+
+# --- A real Rasa server with the project's trained model, once per test session -------------
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CLOSED_TODAY_QUEUE = "sales"
+
+
+def _rasa_env_or_skip() -> Path:
+    python = PROJECT_ROOT / ".venv-rasa" / "bin" / "python"
+    if not python.exists():
+        message = f"the Rasa environment is missing ({python}); `make rasa-env` creates it"
+        if _services_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_test_routing(path: Path) -> Path:
+    """The project's routing table with every queue open around the clock, except one queue
+    that is closed all of today (Europe/Rome), so out-of-hours behaviour is deterministic."""
+    doc = yaml.safe_load((PROJECT_ROOT / "config" / "routing.yml").read_text())
+    today = datetime.now(ZoneInfo(doc["timezone"])).weekday()
+    other_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(today + 3) % 7]
+    for name, queue in doc["queues"].items():
+        queue["hours"] = (
+            {other_day: "00:00-24:00"} if name == CLOSED_TODAY_QUEUE else {"mon-sun": "00:00-24:00"}
+        )
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return path
+
+
+@pytest_asyncio.fixture(scope="session")
+async def rasa_runtime(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runtime]:
+    """The whole gateway runtime (SQLite store, action webhook, supervised Rasa server).
+
+    The model is trained once and cached by the hash of its data in the project's var/models,
+    so later test runs start in seconds.
+    """
+    rasa_python = _rasa_env_or_skip()
+    data_dir = tmp_path_factory.mktemp("runtime")
+    settings = Settings(
+        data_dir=data_dir,
+        rasa_port=_free_port(),
+        action_port=_free_port(),
+        rasa_python=rasa_python,
+        routing_file=write_test_routing(data_dir / "routing.yml"),
+        api_token="test-token",
+    )
+    model = await ensure_model(
+        rasa_python, TrainingInputs.default(settings.nlu_data_dir), PROJECT_ROOT / "var" / "models"
+    )
+    async with open_runtime(settings, reuse_rasa=False, model=model) as runtime:
+        yield runtime

@@ -15,6 +15,16 @@ from bot.core import values
 
 IDENTIFIED_FORMS = ("check_balance_form", "submit_meter_reading_form", "update_contact_form")
 
+# Small talk inside a form is answered (or let pass) and the slot asked again; it is never
+# counted as a wrong identification answer.
+SMALL_TALK = {
+    "greet": None,
+    "thanks": None,
+    "affirm": None,
+    "deny": None,
+    "bot_challenge": "utter_iamabot",
+}
+
 
 async def _validate_identity(
     ctx: ActionContext, tracker: Tracker, candidates: dict[str, Any], result: ActionResult
@@ -57,6 +67,13 @@ def _form_validator(form: str) -> Action:
     async def validate(ctx: ActionContext, tracker: Tracker) -> ActionResult:
         candidates = tracker.slots_to_validate()
         result = ActionResult()
+        if tracker.latest_intent in SMALL_TALK and not _holds_a_value(candidates):
+            response = SMALL_TALK[tracker.latest_intent]
+            if response:
+                result.utter(response)
+            for slot in candidates:
+                result.set_slot(slot, None)
+            return result
         needs_identity = form in IDENTIFIED_FORMS and not tracker.slots.get("customer_verified")
         if needs_identity and not await _validate_identity(ctx, tracker, candidates, result):
             return result
@@ -70,6 +87,12 @@ def _form_validator(form: str) -> Action:
         return result
 
     return validate
+
+
+def _holds_a_value(candidates: dict[str, Any]) -> bool:
+    """Whether any candidate looks like a code, number or address rather than chat."""
+    text = " ".join(str(v) for v in candidates.values() if v is not None)
+    return any(c.isdigit() for c in text) or "@" in text
 
 
 async def _validate_flow_slot(

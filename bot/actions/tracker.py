@@ -96,7 +96,7 @@ class ActionResult:
 
     def end_form(self) -> ActionResult:
         self.events.append({"event": "active_loop", "name": None, "timestamp": None})
-        return self
+        return self.set_slot("requested_slot", None)
 
     def as_json(self) -> dict[str, Any]:
         return {"events": self.events, "responses": self.responses}

@@ -35,10 +35,10 @@ class RejectAction(Exception):
 
 
 def action_registry() -> dict[str, Action]:
-    from bot.actions import fallback, flows, forms, handoff
+    from bot.actions import fallback, flows, forms, handoff, session
 
     registry: dict[str, Action] = {}
-    for module in (fallback, flows, forms, handoff):
+    for module in (fallback, flows, forms, handoff, session):
         registry.update(module.ACTIONS)
     return registry
 

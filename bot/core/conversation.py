@@ -81,7 +81,6 @@ class ConversationService:
         self.routing = routing
         self.max_message_chars = max_message_chars
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._language_sent: set[str] = set()
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         lock = self._locks.get(conversation_id)
@@ -118,12 +117,12 @@ class ConversationService:
             return await self._system_reply(conversation_id, message_id, reply_lang, error)
 
         try:
-            if conversation_id not in self._language_sent:
-                await self.nlu.set_slots(conversation_id, {"language": reply_lang})
-                self._language_sent.add(conversation_id)
-            elif lang is not None and conversation.language is None:
+            decided_now = lang is not None and conversation.language is None
+            if decided_now and await self.store.has_processed_messages(conversation_id):
+                # an earlier message had no language evidence: Rasa's session has the default
                 await self.nlu.set_slots(conversation_id, {"language": lang})
-            output = await self.nlu.turn(conversation_id, text)
+            metadata = {"language": reply_lang, "channel": channel}
+            output = await self.nlu.turn(conversation_id, text, metadata)
         except NluUnavailable as exc:
             log.warning("NLU unavailable; message kept", extra={"error": str(exc)})
             await self.store.mark_message(message_id, "failed")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-_CUSTOMER_CODE = re.compile(r"(?<![\w])(?:c\s*l)?[\s-]*(\d{6})(?!\d)", re.IGNORECASE)
-_TICKET = re.compile(r"(?<![\w])(?:t\s*k)?[\s-]*(\d{6})(?!\d)", re.IGNORECASE)
+_CODE = re.compile(r"(?<![\w])(c\s*l|t\s*k)?[\s-]*(\d{6})(?!\d)", re.IGNORECASE)
 _POSTCODE = re.compile(r"(?<!\d)(\d{5})(?!\d)")
 _DIGIT_GROUP = re.compile(r"\d+")
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
@@ -18,15 +17,22 @@ _EMAIL_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 MAX_METER_DIGITS = 7
 
 
+def _code(text: str, prefix: str) -> str | None:
+    """``prefix`` + 6 digits, written with that prefix or none, never with the other one."""
+    for source in (text, _join_spaced_digits(text)):
+        for match in _CODE.finditer(source):
+            if (match.group(1) or "").replace(" ", "").upper() in ("", prefix):
+                return prefix + match.group(2)
+    return None
+
+
 def customer_code(text: str) -> str | None:
     """``CL`` + 6 digits from "CL482913", "cl-482913" or "4 8 2 9 1 3" (digits spoken apart)."""
-    match = _CUSTOMER_CODE.search(text) or _CUSTOMER_CODE.search(_join_spaced_digits(text))
-    return f"CL{match.group(1)}" if match else None
+    return _code(text, "CL")
 
 
 def ticket_number(text: str) -> str | None:
-    match = _TICKET.search(text) or _TICKET.search(_join_spaced_digits(text))
-    return f"TK{match.group(1)}" if match else None
+    return _code(text, "TK")
 
 
 def postcode(text: str) -> str | None:

@@ -52,8 +52,14 @@ class NluClient(Protocol):
     async def parse(self, text: str) -> ParseResult:
         """Intent and entities of one utterance, outside any conversation."""
 
-    async def turn(self, conversation_id: str, text: str) -> TurnOutput:
-        """Send one user message through the dialogue and return the bot's replies."""
+    async def turn(
+        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> TurnOutput:
+        """Send one user message through the dialogue and return the bot's replies.
+
+        ``metadata`` (the conversation's language, its channel) reaches the session-start
+        action, which sets the matching slots when Rasa opens a session.
+        """
 
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
         """Set dialogue slots (language, verified identity) before the next turn."""

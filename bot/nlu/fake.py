@@ -27,9 +27,14 @@ class FakeNluClient:
         intent, _ = self._respond(text)
         return ParseResult(text=text, intent=intent, confidence=0.9)
 
-    async def turn(self, conversation_id: str, text: str) -> TurnOutput:
+    async def turn(
+        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> TurnOutput:
         self._check()
         self.turns.append((conversation_id, text))
+        if conversation_id not in self.slots and metadata and "language" in metadata:
+            # like Rasa's session start: the first message's metadata sets the language slot
+            self.slots[conversation_id] = {"language": metadata["language"]}
         intent, texts = self._respond(text)
         return TurnOutput(
             replies=tuple(BotReply(t) for t in texts),

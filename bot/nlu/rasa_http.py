@@ -33,7 +33,12 @@ class RasaHttpClient:
                 if resp.status >= 400:
                     body = (await resp.text())[:300]
                     raise NluUnavailable(f"Rasa answered {resp.status} to {method} {path}: {body}")
-                return await resp.json(content_type=None)
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError as exc:
+                    raise NluUnavailable(
+                        f"Rasa answered {method} {path} with invalid JSON"
+                    ) from exc
         except TimeoutError as exc:
             raise NluTimeout(f"Rasa did not answer {method} {path} in time") from exc
         except aiohttp.ClientError as exc:
@@ -43,15 +48,18 @@ class RasaHttpClient:
         data = await self._request("POST", "/model/parse", {"text": text})
         return parse_result_from_rasa(data, text)
 
-    async def turn(self, conversation_id: str, text: str) -> TurnOutput:
-        messages = await self._request(
-            "POST", "/webhooks/rest/webhook", {"sender": conversation_id, "message": text}
-        )
+    async def turn(
+        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> TurnOutput:
+        payload = {"sender": conversation_id, "message": text, "metadata": metadata or {}}
+        messages = await self._request("POST", "/webhooks/rest/webhook", payload)
         if not isinstance(messages, list):
             raise NluUnavailable("Rasa's REST channel answered with something other than a list")
         tracker = await self._request(
             "GET", f"/conversations/{quote(conversation_id, safe='')}/tracker?include_events=NONE"
         )
+        if not isinstance(tracker, dict):
+            raise NluUnavailable("Rasa's tracker answer is not an object")
         latest = tracker.get("latest_message") or {}
         loop = (tracker.get("active_loop") or {}).get("name")
         return TurnOutput(
@@ -74,7 +82,7 @@ class RasaHttpClient:
             status = await self._request("GET", "/status")
         except NluUnavailable:
             return False
-        return bool(status.get("model_file"))
+        return isinstance(status, dict) and bool(status.get("model_file"))
 
     async def close(self) -> None:
         if self._session is not None:

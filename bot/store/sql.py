@@ -133,6 +133,7 @@ class SqlStore:
     async def add_message(
         self, conversation_id: str, sender: str, text: str, status: str = "received"
     ) -> int:
+        text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         async with self.session() as s:
             row = Message(
                 conversation_id=conversation_id,
@@ -169,6 +170,20 @@ class SqlStore:
                 .order_by(Message.id)
             )
             return result.all()
+
+    async def has_processed_messages(self, conversation_id: str) -> bool:
+        """Whether any user message of this conversation already went through the NLU."""
+        async with self.session() as s:
+            found = await s.scalar(
+                select(Message.id)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.sender == "user",
+                    Message.status == "processed",
+                )
+                .limit(1)
+            )
+            return found is not None
 
     async def previous_conversations(
         self, customer_id: str, exclude: str, limit: int = 10

@@ -1,0 +1,33 @@
+"""Session start: Rasa's default behaviour plus the slots the gateway passes as metadata.
+
+Slots set through the tracker-events API before a session exists are dropped by Rasa's SQL
+tracker store (their timestamps precede the session start it creates), so the conversation's
+language travels as message metadata and is set here, inside the session.
+"""
+
+from __future__ import annotations
+
+from bot.actions.tracker import ActionResult, Tracker
+from bot.actions.webhook import Action, ActionContext
+
+METADATA_SLOTS = {"language": ("it", "en")}
+
+
+async def action_session_start(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+    result = ActionResult()
+    result.events.append({"event": "session_started", "timestamp": None})
+    metadata = tracker.slots.get("session_started_metadata") or {}
+    for name, value in tracker.slots.items():  # carry over slots, as Rasa's default does
+        if value is not None and name not in METADATA_SLOTS:
+            result.set_slot(name, value)
+    for name, allowed in METADATA_SLOTS.items():
+        value = metadata.get(name) if isinstance(metadata, dict) else None
+        if value in allowed:
+            result.set_slot(name, value)
+        elif tracker.slots.get(name) is not None:
+            result.set_slot(name, tracker.slots[name])
+    result.events.append({"event": "action", "name": "action_listen", "timestamp": None})
+    return result
+
+
+ACTIONS: dict[str, Action] = {"action_session_start": action_session_start}
