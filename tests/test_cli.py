@@ -1,0 +1,132 @@
+"""The ``triage`` command as a developer runs it, against the real Rasa server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.runtime import Runtime
+
+TRIAGE = [sys.executable, "-m", "bot.cli"]
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        TRIAGE + args,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def _env(runtime: Runtime, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env.update(
+        TRIAGE_DATA_DIR=str(tmp_path),
+        TRIAGE_RASA_PORT=str(runtime.settings.rasa_port),
+        TRIAGE_ROUTING_FILE=str(runtime.settings.routing_file),
+    )
+    return env
+
+
+def test_help_explains_every_command() -> None:
+    out = _run(["--help"], dict(os.environ)).stdout
+    for command in ("train", "serve", "nlu", "shell", "eval", "test"):
+        assert f"\n    {command} " in out
+
+
+@pytest.mark.rasa
+async def test_nlu_with_text_prints_one_json_result(rasa_runtime: Runtime, tmp_path: Path) -> None:
+    done = await asyncio.to_thread(
+        _run, ["nlu", "--json", "voglio parlare con un operatore"], _env(rasa_runtime, tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["text"] == "voglio parlare con un operatore"
+    assert record["language"] == "it"
+    assert record["intent"]["name"] == "request_human" and record["intent"]["confidence"] > 0.3
+    assert record["route"] == {"kind": "queue", "name": "general"}
+
+
+@pytest.mark.rasa
+async def test_nlu_reads_stdin_one_json_object_per_line(
+    rasa_runtime: Runtime, tmp_path: Path
+) -> None:
+    lines = "my postcode is 20121 and there is no power\n\nI'd like to check my balance\n"
+    done = await asyncio.to_thread(
+        _run, ["nlu", "--lang", "en"], _env(rasa_runtime, tmp_path), lines
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["text"] for r in records] == [
+        "my postcode is 20121 and there is no power",
+        "I'd like to check my balance",
+    ]
+    assert {"text", "language", "intent", "entities", "route"} <= records[0].keys()
+    assert records[0]["route"] == {"kind": "flow", "name": "report_outage"}
+    assert {"entity": "postcode", "value": "20121"}.items() <= records[0]["entities"][0].items()
+    assert records[1]["route"] == {"kind": "flow", "name": "check_balance"}
+    assert all(r["language"] == "en" for r in records)
+
+
+@pytest.mark.rasa
+async def test_eval_trains_on_one_file_and_reports_on_another(
+    rasa_runtime: Runtime, tmp_path: Path
+) -> None:
+    train = tmp_path / "train.yml"
+    test = tmp_path / "test.yml"
+    train.write_text(
+        'version: "3.1"\nnlu:\n'
+        "- intent: greet\n  examples: |\n"
+        + "".join(
+            f"    - {w}\n"
+            for w in (
+                "hello",
+                "hi",
+                "good morning",
+                "hey there",
+                "ciao",
+                "buongiorno",
+                "salve",
+                "hi friend",
+            )
+        )
+        + "- intent: goodbye\n  examples: |\n"
+        + "".join(
+            f"    - {w}\n"
+            for w in (
+                "bye",
+                "goodbye",
+                "see you",
+                "arrivederci",
+                "a presto",
+                "ciao ciao",
+                "farewell",
+                "later",
+            )
+        )
+    )
+    test.write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hello there\n'
+        "- intent: goodbye\n  examples: |\n    - bye bye\n"
+    )
+    env = _env(rasa_runtime, tmp_path)
+    done = await asyncio.to_thread(
+        _run, ["eval", "--train", str(train), "--test", str(test), "--json"], env
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "macro_f1", "train_s", "pipeline", "per_intent"} <= report.keys()
+    assert report["examples"] == 2
+    assert 0 <= report["accuracy"] <= 1 and report["train_s"] > 0
+    assert "LogisticRegressionClassifier" in report["pipeline"]
+    assert set(report["per_intent"]) == {"greet", "goodbye"}

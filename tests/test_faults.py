@@ -1,0 +1,84 @@
+"""Faults with the real Rasa server: killed mid-conversation, down, slow."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from bot.core.conversation import ConversationService
+from bot.nlu.rasa_http import RasaHttpClient
+from bot.nlu.supervisor import RasaState
+from bot.runtime import Runtime
+
+pytestmark = pytest.mark.rasa
+
+
+async def _wait_until_ready(runtime: Runtime, restarts: int, timeout_s: float = 240) -> None:
+    assert runtime.supervisor is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = runtime.supervisor.health()
+        if health.restarts >= restarts and health.state is RasaState.READY:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"Rasa was not restarted in {timeout_s} s: {runtime.supervisor.health()}")
+
+
+async def test_killed_rasa_is_restarted_and_the_conversation_resumes(
+    rasa_runtime: Runtime,
+) -> None:
+    assert rasa_runtime.supervisor is not None
+    conversation = f"fault-{uuid.uuid4().hex[:8]}"
+    service = rasa_runtime.conversations
+    await service.handle(conversation, "quanto devo pagare?", channel="chat")
+    before = rasa_runtime.supervisor.health()
+    assert before.pid is not None
+    os.kill(before.pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+
+    down = await service.handle(conversation, "CL100001", channel="chat")
+    assert down.error == "nlu_unavailable"
+    messages = await rasa_runtime.store.messages(conversation)
+    assert (messages[-2].text, messages[-2].status) == ("CL100001", "failed")
+
+    await _wait_until_ready(rasa_runtime, before.restarts + 1)
+    assert rasa_runtime.supervisor.health().pid != before.pid
+    # The dialogue state survived the restart (trackers are kept in SQLite): the form goes on.
+    again = await service.handle(conversation, "CL100001", channel="chat")
+    assert again.error is None and again.slots.get("requested_slot") == "id_postcode"
+    done = await service.handle(conversation, "20123", channel="chat")
+    assert "84,50" in " ".join(r.text for r in done.replies)
+
+
+async def test_a_slow_rasa_times_out_politely_and_keeps_the_message(
+    rasa_runtime: Runtime,
+) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    slow = RasaHttpClient(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    service = ConversationService(rasa_runtime.store, slow, rasa_runtime.routing, 2000)
+    conversation = f"slow-{uuid.uuid4().hex[:8]}"
+    try:
+        started = time.monotonic()
+        turn = await service.handle(conversation, "I want to pay my bill", channel="chat")
+        assert time.monotonic() - started < 5
+    finally:
+        await slow.close()
+        server.close()
+        await server.wait_closed()
+    assert turn.error == "nlu_unavailable" and turn.language == "en"
+    stored = await rasa_runtime.store.messages(conversation)
+    assert (stored[0].text, stored[0].status) == ("I want to pay my bill", "failed")
+    # once Rasa answers again, the same conversation continues through the real server
+    back = await rasa_runtime.conversations.handle(conversation, "hello", channel="chat")
+    assert back.error is None and back.replies
