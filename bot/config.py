@@ -67,6 +67,10 @@ class Settings:
     rasa_start_timeout_s: float = 180.0
     max_message_chars: int = 2000
     api_token: str = ""
+    # Containers: Rasa runs in its own container (not supervised here) and calls the action
+    # webhook over the compose network, so the webhook binds beyond loopback.
+    external_rasa_url: str = ""
+    action_host: str = "127.0.0.1"
 
     @property
     def models_dir(self) -> Path:
@@ -78,7 +82,7 @@ class Settings:
 
     @property
     def rasa_url(self) -> str:
-        return f"http://127.0.0.1:{self.rasa_port}"
+        return self.external_rasa_url or f"http://127.0.0.1:{self.rasa_port}"
 
     @property
     def action_url(self) -> str:
@@ -138,4 +142,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_message_chars=_int(env, "TRIAGE_MAX_MESSAGE_CHARS", base.max_message_chars, 1, 10**6),
         api_token=env.get("TRIAGE_API_TOKEN", ""),
+        external_rasa_url=env.get("TRIAGE_EXTERNAL_RASA_URL", "").rstrip("/"),
+        action_host=env.get("TRIAGE_ACTION_HOST", base.action_host),
     )

@@ -54,11 +54,13 @@ def api_token_for(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve_action_webhook(ctx: ActionContext, port: int) -> AsyncIterator[None]:
-    """The custom-action endpoint, bound to loopback only (Rasa is its only client)."""
+async def serve_action_webhook(
+    ctx: ActionContext, port: int, host: str = "127.0.0.1"
+) -> AsyncIterator[None]:
+    """The custom-action endpoint; loopback unless Rasa runs in another container."""
     runner = web.AppRunner(make_action_app(ctx), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     try:
         yield
@@ -90,12 +92,17 @@ async def open_runtime(
     try:
         await seed_demo_data(store)
         async with contextlib.AsyncExitStack() as stack:
-            reused = reuse_rasa and with_rasa and await rasa_answers(settings.rasa_url)
+            external = bool(settings.external_rasa_url)
+            reused = (
+                not external and reuse_rasa and with_rasa and await rasa_answers(settings.rasa_url)
+            )
             if with_actions and not reused:
                 await stack.enter_async_context(
-                    serve_action_webhook(ActionContext(store, routing), settings.action_port)
+                    serve_action_webhook(
+                        ActionContext(store, routing), settings.action_port, settings.action_host
+                    )
                 )
-            if with_rasa and not reused:
+            if with_rasa and not reused and not external:
                 model = model or await ensure_model(
                     settings.rasa_python,
                     TrainingInputs.default(settings.nlu_data_dir),

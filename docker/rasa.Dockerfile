@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RASA_TELEMETRY_ENABLED=false
 
-RUN pip install --no-cache-dir rasa==3.6.21
+COPY requirements-rasa.txt /tmp/requirements-rasa.txt
+RUN pip install --no-cache-dir 'setuptools<70' && pip install --no-cache-dir -r /tmp/requirements-rasa.txt
 
 WORKDIR /app
 COPY nlu_data/ /app/nlu_data/
