@@ -11,7 +11,10 @@ has 2 cores) this measures:
   is stripped), pooled over the folds, plus the per-fold accuracies;
 - training time (full training data), model load time (Rasa server start to ready) and parse
   latency p50/p95 (sequential ``/model/parse`` requests over all held-out utterances);
-- the intents most often confused, held-out and in cross-validation.
+- the intents most often confused, held-out and in cross-validation;
+- leaks: held-out utterances that also appear in the training data (compared lower-cased,
+  without punctuation) are counted, and the held-out figures are repeated without them
+  ("unseen"), since a copied utterance measures memory rather than generalisation.
 
 A compact table at the end sets each pipeline against the targets: load <= 15 s, parse p95 <=
 20 ms, held-out routing accuracy >= 90 % per language. A prediction of ``nlu_fallback`` (below
@@ -31,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -155,6 +160,11 @@ def scores(pairs: list[tuple[str, str | None]]) -> dict[str, Any]:
     }
 
 
+def normalised(text: str) -> str:
+    """Lower case, punctuation dropped, spaces collapsed: how leaks are recognised."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def failure_line(exc: Exception) -> str:
     """The most telling line of a failure (Rasa's own error line when there is one)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -200,9 +210,22 @@ async def held_out(
     for (gold, pred), language in zip(pairs, languages, strict=True):
         if gold != pred:
             next(wrong)["language"] = language
+    # A held-out utterance that also appears in the training data (after normalisation) measures
+    # memory, not generalisation: count them, and score the held-out set without them too.
+    seen = {normalised(text) for text, _ in load_examples(train_file)}
+    leaked = [normalised(text) in seen for text, _ in tests]
     for language in LANGUAGES:
-        subset = [p for p, lang in zip(pairs, languages, strict=True) if lang == language]
-        result["languages"][language] = scores(subset)
+        rows = [
+            (pair, leak)
+            for pair, lang, leak in zip(pairs, languages, leaked, strict=True)
+            if lang == language
+        ]
+        result["languages"][language] = {
+            **scores([pair for pair, _ in rows]),
+            "in_training_data": sum(1 for _, leak in rows if leak),
+            "unseen": scores([pair for pair, leak in rows if not leak]),
+        }
+    result["leaked_examples"] = [t for (t, _), leak in zip(tests, leaked, strict=True) if leak]
     return result
 
 
@@ -304,6 +327,13 @@ def print_pipeline(result: dict[str, Any]) -> None:
             f"{s['macro_f1']:.3f}  fallback {_pct(s['fallback_rate'])} %  "
             f"(n={s['examples']})  F1<0.85: {weak or 'none'}"
         )
+        if s["in_training_data"]:
+            print(
+                f"     WARNING: {s['in_training_data']} of these {language} held-out utterances "
+                f"are also in the training data; on the {s['unseen']['examples']} unseen ones: "
+                f"accuracy {_pct(s['unseen']['accuracy'])} %  macro F1 "
+                f"{s['unseen']['macro_f1']:.3f}"
+            )
     print("   held-out confusions (expected -> predicted x count):")
     for c in h["confusions"][:8]:
         print(f"     {c['expected']:<20} -> {c['predicted']:<20} x{c['count']}")
@@ -324,11 +354,14 @@ def print_pipeline(result: dict[str, Any]) -> None:
 def print_table(results: list[dict[str, Any]]) -> None:
     header = (
         f"{'pipeline':<24} {'train':>6} {'load':>5} {'p50':>5} {'p95':>5} "
-        f"{'IT acc':>6} {'IT F1':>5} {'EN acc':>6} {'EN F1':>5} {'CV acc':>6} {'CV F1':>5}  "
-        "targets (load / p95 / IT / EN)"
+        f"{'IT acc':>6} {'IT F1':>5} {'EN acc':>6} {'EN F1':>5} {'CV acc':>6} {'CV F1':>5} "
+        f"{'unseen IT/EN':>12}  targets (load / p95 / IT / EN)"
     )
     print("\n" + header)
-    print(f"{'':<24} {'s':>6} {'s':>5} {'ms':>5} {'ms':>5} {'%':>6} {'':>5} {'%':>6}")
+    print(
+        f"{'':<24} {'s':>6} {'s':>5} {'ms':>5} {'ms':>5} {'%':>6} {'':>5} {'%':>6} {'':>5} "
+        f"{'%':>6} {'':>5} {'acc %':>12}"
+    )
     print("-" * len(header))
     for r in results:
         if "failed" in r:
@@ -339,6 +372,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
         cv = r.get("cv")
         cv_acc = _pct(cv["accuracy"]) if cv else "  -"
         cv_f1 = f"{cv['macro_f1']:.3f}" if cv else "  -"
+        unseen = (
+            f"{_pct(it['unseen']['accuracy']).strip()}/{_pct(en['unseen']['accuracy']).strip()}"
+        )
         checks = " / ".join(
             [
                 _check(h["load_s"] <= TARGET_LOAD_S),
@@ -350,12 +386,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(
             f"{r['name']:<24} {h['train_s']:6.1f} {h['load_s']:5.1f} {h['parse_p50_ms']:5.1f} "
             f"{h['parse_p95_ms']:5.1f} {_pct(it['accuracy']):>6} {it['macro_f1']:5.3f} "
-            f"{_pct(en['accuracy']):>6} {en['macro_f1']:5.3f} {cv_acc:>6} {cv_f1:>5}  {checks}"
+            f"{_pct(en['accuracy']):>6} {en['macro_f1']:5.3f} {cv_acc:>6} {cv_f1:>5} "
+            f"{unseen:>12}  {checks}"
         )
     print(
         f"targets: load <= {TARGET_LOAD_S:.0f} s, parse p95 <= {TARGET_P95_MS:.0f} ms, "
         f"held-out routing accuracy >= {100 * TARGET_ACCURACY:.0f} % per language "
-        "(nlu_fallback counts as wrong)"
+        "(nlu_fallback counts as wrong); unseen = held-out utterances not also in the training "
+        "data"
     )
 
 
@@ -381,10 +419,42 @@ def parse_args(argv: list[str] | None, pipelines_dir: Path) -> argparse.Namespac
     return args
 
 
+def data_version(nlu_dir: Path) -> dict[str, Any]:
+    """What the figures were measured on: example counts and a hash of the data files."""
+    files = [nlu_dir / "data" / "nlu" / f"{lang}.yml" for lang in LANGUAGES]
+    files += [nlu_dir / "data" / "regex.yml"]
+    files += [nlu_dir / "heldout" / f"{lang}.yml" for lang in LANGUAGES]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return {
+        "sha256_12": digest.hexdigest()[:12],
+        "train": {lang: len(read_raw_examples(files[i], lang)) for i, lang in enumerate(LANGUAGES)},
+        "held_out": {
+            lang: len(load_examples(nlu_dir / "heldout" / f"{lang}.yml")) for lang in LANGUAGES
+        },
+    }
+
+
+def same_pipeline(a: Path, b: Path) -> bool:
+    def load(path: Path) -> Any:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return doc.get("pipeline"), doc.get("language")
+
+    return bool(load(a) == load(b))
+
+
 async def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     pipelines_dir = settings.nlu_data_dir / "pipelines"
     args = parse_args(argv, pipelines_dir)
+    data = data_version(settings.nlu_data_dir)
+    print(
+        f"data {data['sha256_12']}: training examples {data['train']}, held-out {data['held_out']}"
+    )
+    default = pipelines_dir / "sparse_logreg.yml"
+    if default.exists() and not same_pipeline(default, settings.nlu_data_dir / "config.yml"):
+        print("WARNING: sparse_logreg.yml no longer matches the pipeline of nlu_data/config.yml")
     results: list[dict[str, Any]] = []
     for name in args.names:
         log(f"pipeline {name}")
@@ -396,6 +466,7 @@ async def main(argv: list[str] | None = None) -> int:
     if args.json:
         load1, load5, load15 = os.getloadavg()
         report = {
+            "data": data,
             "machine": {
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),

@@ -335,6 +335,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="store URL (default: a SQLite file in the temporary data directory)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--log-level",
+        default="ERROR",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the gateway's log level (WARNING shows why a turn failed)",
+    )
     args = parser.parse_args(argv)
     try:
         args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
@@ -349,7 +355,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s"
+    )
     return asyncio.run(bench(args))
 
 

@@ -293,3 +293,13 @@ async def test_bot_challenge_inside_a_form_is_answered_and_the_form_goes_on(
     answer = await chat.say("am I talking to a robot?")
     assert answer.slots.get("requested_slot") == "ticket_number"
     assert len(answer.replies) >= 2  # the answer, then the question again
+
+
+async def test_an_unknown_language_gets_a_polite_reply_and_is_kept(rasa_runtime: Runtime) -> None:
+    chat = Chat(rasa_runtime)
+    turn = await chat.say("Guten Tag, ich möchte bitte meine Rechnung sehen")
+    assert turn.error is None and turn.replies
+    assert turn.language == "it"  # no evidence for a supported language: the default
+    stored = await rasa_runtime.store.messages(chat.id)
+    assert stored[0].text == "Guten Tag, ich möchte bitte meine Rechnung sehen"
+    assert stored[0].status == "processed"

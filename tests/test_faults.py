@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,9 @@ from bot.nlu.supervisor import RasaState
 from bot.runtime import Runtime
 
 pytestmark = pytest.mark.rasa
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RASA_PYTHON = PROJECT_ROOT / ".venv-rasa" / "bin" / "python"
 
 
 async def _wait_until_ready(runtime: Runtime, restarts: int, timeout_s: float = 240) -> None:
@@ -82,3 +88,44 @@ async def test_a_slow_rasa_times_out_politely_and_keeps_the_message(
     # once Rasa answers again, the same conversation continues through the real server
     back = await rasa_runtime.conversations.handle(conversation, "hello", channel="chat")
     assert back.error is None and back.replies
+
+
+async def test_rasa_does_not_outlive_a_killed_gateway(tmp_path: Path) -> None:
+    """A gateway killed with SIGKILL takes its Rasa server with it (no orphan on the port)."""
+    script = tmp_path / "gateway.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from bot.nlu.supervisor import RasaSupervisor\n"
+        "async def main():\n"
+        f"    s = RasaSupervisor(Path({str(RASA_PYTHON)!r}), Path('/nonexistent.tar.gz'), 1,\n"
+        f"        Path({str(tmp_path)!r}), 'http://127.0.0.1:9/none')\n"
+        "    await s._spawn()\n"
+        "    print(s.health().pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    gateway = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT
+    )
+    assert gateway.stdout is not None
+    rasa_pid = int((await asyncio.wait_for(gateway.stdout.readline(), 30)).decode())
+    assert _alive(rasa_pid)
+    gateway.kill()
+    await gateway.wait()
+    for _ in range(100):  # up to 20 s
+        if not _alive(rasa_pid):
+            break
+        await asyncio.sleep(0.2)
+    assert not _alive(rasa_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its new parent) counts as gone
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False

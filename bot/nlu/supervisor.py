@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +40,14 @@ class RasaHealth:
     restarts: int
     model: str
     last_exit_code: int | None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM if the gateway dies, even by
+    SIGKILL, so no orphaned Rasa keeps holding its port."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
@@ -124,6 +134,7 @@ class RasaSupervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         log.info("rasa starting", extra={"pid": self._proc.pid, "port": self.port})
 
