@@ -132,8 +132,7 @@ class ConversationService:
 
         parse = output.parse
         await self.store.mark_message(message_id, "processed", parse.intent, parse.confidence)
-        for reply in output.replies:
-            await self.store.add_message(conversation_id, "bot", reply.text, status="sent")
+        await self.store.add_replies(conversation_id, "bot", [r.text for r in output.replies])
         route = self.routing.route_for(parse.intent)
         new_handoff = None
         if output.slots.get("handoff_id"):

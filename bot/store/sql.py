@@ -148,6 +148,25 @@ class SqlStore:
             await s.flush()
             return row.id
 
+    async def add_replies(self, conversation_id: str, sender: str, texts: list[str]) -> None:
+        """Store the replies of one turn in one transaction."""
+        if not texts:
+            return
+        now = utcnow()
+        async with self.session() as s:
+            s.add_all(
+                Message(
+                    conversation_id=conversation_id,
+                    sender=sender,
+                    text=text,
+                    status="sent",
+                    intent=None,
+                    confidence=None,
+                    created_at=now,
+                )
+                for text in texts
+            )
+
     async def mark_message(
         self,
         message_id: int,
