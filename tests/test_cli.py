@@ -130,3 +130,16 @@ async def test_eval_trains_on_one_file_and_reports_on_another(
     assert 0 <= report["accuracy"] <= 1 and report["train_s"] > 0
     assert "LogisticRegressionClassifier" in report["pipeline"]
     assert set(report["per_intent"]) == {"greet", "goodbye"}
+
+
+@pytest.mark.rasa
+async def test_shell_runs_a_dialogue_and_shows_the_route(
+    rasa_runtime: Runtime, tmp_path: Path
+) -> None:
+    done = await asyncio.to_thread(
+        _run, ["shell", "--lang", "en"], _env(rasa_runtime, tmp_path), "hello\nthanks\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bot> Hello" in done.stdout
+    assert "(greet " in done.stdout and "-> reply:greet)" in done.stdout
+    assert "(thanks " in done.stdout

@@ -72,4 +72,3 @@ async def test_conversation_stories_pass(rasa_runtime: Runtime) -> None:
         out / "rasa-test-core.log",
     )
     assert code == 0, tail[-2000:]
-
