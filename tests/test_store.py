@@ -344,8 +344,10 @@ async def test_seeding_twice_inserts_nothing_the_second_time(store: SqlStore) ->
 async def test_sqlite_file_is_in_wal_mode(store: SqlStore) -> None:
     async with store.engine.connect() as conn:
         mode = await conn.scalar(text("PRAGMA journal_mode"))
+        synchronous = await conn.scalar(text("PRAGMA synchronous"))
 
     assert str(mode).lower() == "wal"
+    assert synchronous == 1  # NORMAL: durable across process crashes, one fsync per checkpoint
 
 
 async def test_get_conversation_raises_not_found_for_unknown_id(store: SqlStore) -> None:

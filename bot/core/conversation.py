@@ -131,8 +131,9 @@ class ConversationService:
             )
 
         parse = output.parse
-        await self.store.mark_message(message_id, "processed", parse.intent, parse.confidence)
-        await self.store.add_replies(conversation_id, "bot", [r.text for r in output.replies])
+        await self.store.record_turn(
+            message_id, parse.intent, parse.confidence, [r.text for r in output.replies]
+        )
         route = self.routing.route_for(parse.intent)
         new_handoff = None
         if output.slots.get("handoff_id"):

@@ -43,9 +43,12 @@ def utcnow() -> datetime:
 
 
 def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # WAL with synchronous=NORMAL: every commit survives a crash of the process; only an OS
+    # crash or power loss may roll back the last commits (use PostgreSQL where that matters).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -148,23 +151,35 @@ class SqlStore:
             await s.flush()
             return row.id
 
-    async def add_replies(self, conversation_id: str, sender: str, texts: list[str]) -> None:
-        """Store the replies of one turn in one transaction."""
-        if not texts:
-            return
+    async def record_turn(
+        self,
+        message_id: int,
+        intent: str | None,
+        confidence: float | None,
+        replies: list[str],
+    ) -> None:
+        """Mark the user message processed and store the bot's replies, in one transaction."""
         now = utcnow()
         async with self.session() as s:
+            await s.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status="processed", intent=intent, confidence=confidence)
+            )
+            conversation_id = await s.scalar(
+                select(Message.conversation_id).where(Message.id == message_id)
+            )
             s.add_all(
                 Message(
                     conversation_id=conversation_id,
-                    sender=sender,
+                    sender="bot",
                     text=text,
                     status="sent",
                     intent=None,
                     confidence=None,
                     created_at=now,
                 )
-                for text in texts
+                for text in replies
             )
 
     async def mark_message(
