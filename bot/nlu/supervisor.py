@@ -55,6 +55,8 @@ def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
     path.write_text(
         "# Written by triage serve; edits are overwritten.\n"
         f"action_endpoint:\n  url: {action_url!r}\n"
+        # Our actions never read the domain: do not serialise it into every action call.
+        "  enable_selective_domain: true\n"
         "tracker_store:\n  type: SQL\n  dialect: sqlite\n"
         f"  db: {str(tracker_db)!r}\n",
         encoding="utf-8",
