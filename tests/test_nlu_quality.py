@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nlu.evaluation import HELD_OUT_TARGET, load_examples
+from bot.nlu.evaluation import HELD_OUT_TARGET, load_examples, unseen_examples
 from bot.nlu.training import TrainingInputs, ensure_model, run_rasa
 from bot.runtime import Runtime
 from tests.conftest import PROJECT_ROOT
@@ -21,14 +21,18 @@ async def test_held_out_utterances_are_routed_correctly(
     rasa_runtime: Runtime, language: str
 ) -> None:
     examples = load_examples(PROJECT_ROOT / "nlu_data" / "heldout" / f"{language}.yml")
-    assert len(examples) >= 150
+    training = load_examples(PROJECT_ROOT / "nlu_data" / "data" / "nlu" / f"{language}.yml")
+    unseen = {text for text, _ in unseen_examples(examples, training)}
+    assert len(examples) >= 150 and len(unseen) >= 100
     routing = rasa_runtime.routing
-    pairs = []
+    right: dict[str, bool] = {}
     for text, gold in examples:
         parse = await rasa_runtime.nlu.parse(text)
-        pairs.append((routing.route_for(gold), routing.route_for(parse.intent)))
-    routed = sum(1 for gold, got in pairs if gold == got) / len(pairs)
+        right[text] = routing.route_for(gold) == routing.route_for(parse.intent)
+    routed = sum(right.values()) / len(right)
+    routed_unseen = sum(right[t] for t in unseen) / len(unseen)
     assert routed >= HELD_OUT_TARGET, f"{language}: {routed:.3f} routed correctly"
+    assert routed_unseen >= HELD_OUT_TARGET, f"{language} unseen: {routed_unseen:.3f}"
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,34 @@ def load_examples(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+NEAR_COPY_JACCARD = 0.8
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def unseen_examples(
+    tests: list[tuple[str, str]], training: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The test examples with no near-copy in the training data (word-set Jaccard < 0.8).
+
+    Short utterances ("ciao", "yes") occur in any independently written test set; this subset
+    is the stricter measure of how the model generalises.
+    """
+    seen = [_words(text) for text, _ in training]
+    kept = []
+    for text, intent in tests:
+        words = _words(text)
+        if not any(
+            len(words & other) / len(words | other) >= NEAR_COPY_JACCARD
+            for other in seen
+            if words | other
+        ):
+            kept.append((text, intent))
+    return kept
+
+
 def score(pairs: list[tuple[str, str | None]]) -> tuple[float, float, dict[str, IntentScore]]:
     """Accuracy, macro F1 over the gold intents, and per-intent scores of (gold, predicted)."""
     if not pairs:
@@ -247,19 +275,26 @@ async def run_project_tests(settings: Settings) -> int:
     )
     failed = False
     work = settings.data_dir / "test-run"
+    training = [
+        example
+        for path in sorted((settings.nlu_data_dir / "data").rglob("*.yml"))
+        for example in load_examples(path)
+    ]
     for held_out in sorted((settings.nlu_data_dir / "heldout").glob("*.yml")):
-        report = await report_on(
-            settings,
-            model,
-            settings.nlu_data_dir / "config.yml",
-            load_examples(held_out),
-            work,
-            0.0,
+        tests = load_examples(held_out)
+        config = settings.nlu_data_dir / "config.yml"
+        report = await report_on(settings, model, config, tests, work, 0.0)
+        unseen = await report_on(
+            settings, model, config, unseen_examples(tests, training), work, 0.0
         )
         print(f"== NLU held-out: {held_out.name} ==")
         print(format_report(report))
+        print(
+            f"unseen subset (no near-copy in training): {unseen.examples} examples, "
+            f"accuracy {unseen.accuracy:.3f}, macro F1 {unseen.macro_f1:.3f}"
+        )
         print()
-        failed |= report.accuracy < HELD_OUT_TARGET
+        failed |= min(report.accuracy, unseen.accuracy) < HELD_OUT_TARGET
     stories = settings.nlu_data_dir / "tests"
     print("== conversation tests (rasa test core) ==")
     code, tail = await run_rasa(
