@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.errors import NluUnavailable
-from bot.nlu.training import rasa_env
+from bot.nlu.training import RASA_LAUNCHER, rasa_env
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,7 @@ class RasaSupervisor:
         with log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.rasa_python),
-                "-m",
-                "rasa",
+                str(RASA_LAUNCHER),
                 *args,
                 cwd=self.data_dir / "rasa",
                 env=rasa_env(),

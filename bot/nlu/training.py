@@ -19,6 +19,7 @@ from bot.errors import TrainingFailed
 log = logging.getLogger(__name__)
 
 RASA_VERSION = "3.6.21"
+RASA_LAUNCHER = Path(__file__).with_name("rasa_launcher.py")
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,7 @@ async def run_rasa(
     with log_file.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             str(rasa_python),
-            "-m",
-            "rasa",
+            str(RASA_LAUNCHER),
             *args,
             cwd=cwd,
             env=rasa_env(),
