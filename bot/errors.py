@@ -13,10 +13,6 @@ class ConfigError(BotError):
     """A configuration value is missing or invalid; the message names the key and its source."""
 
 
-class InvalidMessage(BotError):
-    """A user message that cannot be processed as text (empty, too long, binary)."""
-
-
 class NluUnavailable(BotError):
     """The Rasa server did not answer, or answered with an error."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -217,7 +217,19 @@ async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
     assert stored is not None
     assert stored.envelope == envelope
     assert (await store.get_conversation("ho-1")).state == "queued"
-    assert [h.id for h in await store.handoffs_for("ho-1")] == [handoff.id]
+
+
+async def test_handoff_since_finds_only_a_handoff_created_from_then_on(store: SqlStore) -> None:
+    await store.ensure_conversation("ho-since", "chat")
+    now = datetime.now(UTC)
+    old = make_handoff("ho-since", created_at=now - timedelta(minutes=10))
+    await store.add_handoff(old, "queued")
+    assert await store.handoff_since("ho-since", now - timedelta(seconds=1)) is None
+
+    new = make_handoff("ho-since", created_at=now)
+    await store.add_handoff(new, "queued")
+    assert await store.handoff_since("ho-since", now - timedelta(seconds=1)) == (new.id, "billing")
+    assert await store.handoff_since("other-conversation", now - timedelta(hours=1)) is None
 
 
 async def test_add_handoff_leaves_conversation_state_when_insert_fails(store: SqlStore) -> None:

@@ -136,11 +136,11 @@ class ConversationService:
         )
         route = self.routing.route_for(parse.intent)
         new_handoff = None
-        if output.slots.get("handoff_id"):
-            latest = (await self.store.handoffs_for(conversation_id))[-1:]
-            if latest and latest[0].created_at >= started:
-                new_handoff = latest[0].id
-                route = Route(RouteKind.QUEUE, latest[0].queue)
+        if output.slots.get("handoff_id"):  # set by this turn or an earlier one
+            created = await self.store.handoff_since(conversation_id, started)
+            if created is not None:
+                new_handoff, queue = created
+                route = Route(RouteKind.QUEUE, queue)
         return TurnResult(
             conversation_id=conversation_id,
             message_id=message_id,

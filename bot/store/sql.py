@@ -353,14 +353,18 @@ class SqlStore:
         async with self.session() as s:
             return await s.get(Handoff, handoff_id)
 
-    async def handoffs_for(self, conversation_id: str) -> Sequence[Handoff]:
+    async def handoff_since(self, conversation_id: str, since: datetime) -> tuple[str, str] | None:
+        """(id, queue) of this conversation's latest handoff created at or after ``since``."""
         async with self.session() as s:
-            result = await s.scalars(
-                select(Handoff)
-                .where(Handoff.conversation_id == conversation_id)
-                .order_by(Handoff.created_at)
-            )
-            return result.all()
+            row = (
+                await s.execute(
+                    select(Handoff.id, Handoff.queue)
+                    .where(Handoff.conversation_id == conversation_id, Handoff.created_at >= since)
+                    .order_by(Handoff.created_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            return (row[0], row[1]) if row else None
 
     async def recent_contact_on_topic(
         self, customer_id: str, topic: str, within: timedelta, exclude_conversation: str
