@@ -29,3 +29,11 @@ class TrainingFailed(BotError):
 
 class NotFound(BotError):
     """A record that was asked for does not exist."""
+
+
+class Conflict(BotError):
+    """The record is not in a state that allows the request (another agent accepted first)."""
+
+
+class Forbidden(BotError):
+    """The signed-in agent's role or queues do not allow the request."""

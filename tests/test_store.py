@@ -6,6 +6,7 @@ import asyncio
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -365,3 +366,30 @@ async def test_sqlite_file_is_in_wal_mode(store: SqlStore) -> None:
 async def test_get_conversation_raises_not_found_for_unknown_id(store: SqlStore) -> None:
     with pytest.raises(NotFound):
         await store.get_conversation("no-such-conversation")
+
+
+async def test_open_adds_columns_missing_from_an_older_database(tmp_path: Path) -> None:
+    url = "sqlite+aiosqlite:///" + str(tmp_path / "old.db")
+    store = await SqlStore.open(url)
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE conversations DROP COLUMN rating")
+        await conn.exec_driver_sql("ALTER TABLE handoffs DROP COLUMN disposition")
+    await store.close()
+    reopened = await SqlStore.open(url)
+    try:
+        await reopened.ensure_conversation("old-1", "chat")
+        await reopened.update_conversation("old-1", rating=4)
+        assert (await reopened.get_conversation("old-1")).rating == 4
+    finally:
+        await reopened.close()
+
+
+async def test_a_client_id_is_stored_once_per_conversation(store: SqlStore) -> None:
+    await store.ensure_conversation("cid-1", "chat")
+    await store.ensure_conversation("cid-2", "chat")
+    first = await store.add_message_once("cid-1", "user", "ciao", client_id="m-1")
+    again = await store.add_message_once("cid-1", "user", "ciao", client_id="m-1")
+    elsewhere = await store.add_message_once("cid-2", "user", "ciao", client_id="m-1")
+    assert first[1] and not again[1] and elsewhere[1]
+    assert first[0] == again[0] != elsewhere[0]
+    assert [m.text for m in await store.messages("cid-1")] == ["ciao"]

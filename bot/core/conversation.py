@@ -6,6 +6,9 @@ Order of work for every message, and why:
 3. fix the conversation's language the first time there is evidence, and tell Rasa;
 4. run the turn through Rasa; if Rasa is down or slow, say so politely and keep the message
    marked ``failed`` so the conversation can go on when Rasa is back.
+While the conversation waits for or talks with a person (``queued``, ``with_agent``), a message
+is stored and marked ``relayed`` instead: the bot stays out of it. A message that carries a
+channel's ``client_id`` already stored is not processed again (a resend after a reconnect).
 Messages of one conversation are handled one at a time, in arrival order.
 """
 
@@ -59,6 +62,9 @@ class TurnResult:
     handoff_id: str | None = None
     error: str | None = None  # empty | too_long | nlu_unavailable
     slots: dict[str, Any] = field(default_factory=dict)
+    reply_ids: tuple[int, ...] = ()  # the stored replies, in order (their chat ``seq``)
+    relayed: bool = False  # stored for the person handling the conversation; no bot turn
+    duplicate: bool = False  # this client_id was already stored; nothing was done again
 
 
 def clean_text(raw: str) -> str:
@@ -90,19 +96,57 @@ class ConversationService:
         return lock
 
     async def handle(
-        self, conversation_id: str, text: str, *, channel: str, language: str | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        channel: str,
+        language: str | None = None,
+        client_id: str | None = None,
+        payload: str | None = None,
     ) -> TurnResult:
-        """Process one customer message; never raises for bad input or an unavailable Rasa."""
+        """Process one customer message; never raises for bad input or an unavailable Rasa.
+
+        ``payload`` is what a quick-reply button sends to the NLU (``/affirm``) while ``text``
+        (its title) is what the transcript shows.
+        """
         lock = self._lock(conversation_id)
         async with lock:
-            return await self._handle(conversation_id, text, channel, language)
+            return await self._handle(conversation_id, text, channel, language, client_id, payload)
 
     async def _handle(
-        self, conversation_id: str, raw: str, channel: str, language: str | None
+        self,
+        conversation_id: str,
+        raw: str,
+        channel: str,
+        language: str | None,
+        client_id: str | None,
+        payload: str | None,
     ) -> TurnResult:
         started = utcnow()
         conversation = await self.store.ensure_conversation(conversation_id, channel)
-        message_id = await self.store.add_message(conversation_id, "user", raw)
+        message_id, stored = await self.store.add_message_once(
+            conversation_id, "user", raw, client_id=client_id
+        )
+        if not stored:
+            return TurnResult(
+                conversation_id,
+                message_id,
+                conversation.language or DEFAULT_LANGUAGE,
+                (),
+                duplicate=True,
+            )
+        if conversation.state in ("queued", "with_agent"):
+            await self.store.mark_message(message_id, "relayed")
+            return TurnResult(
+                conversation_id,
+                message_id,
+                conversation.language or DEFAULT_LANGUAGE,
+                (),
+                relayed=True,
+            )
+        if conversation.state == "closed":  # the customer writes again: the bot takes it
+            await self.store.update_conversation(conversation_id, state="bot", closed_at=None)
         text = clean_text(raw)
         lang = conversation.language
         if lang is None:
@@ -122,7 +166,8 @@ class ConversationService:
                 # an earlier message had no language evidence: Rasa's session has the default
                 await self.nlu.set_slots(conversation_id, {"language": lang})
             metadata = {"language": reply_lang, "channel": channel}
-            output = await self.nlu.turn(conversation_id, text, metadata)
+            nlu_text = payload if payload and payload.startswith("/") else text
+            output = await self.nlu.turn(conversation_id, nlu_text, metadata)
         except NluUnavailable as exc:
             log.warning("NLU unavailable; message kept", extra={"error": str(exc)})
             await self.store.mark_message(message_id, "failed")
@@ -131,8 +176,11 @@ class ConversationService:
             )
 
         parse = output.parse
-        await self.store.record_turn(
-            message_id, parse.intent, parse.confidence, [r.text for r in output.replies]
+        reply_ids = await self.store.record_turn(
+            message_id,
+            parse.intent,
+            parse.confidence,
+            [(r.text, [{"title": t, "payload": p} for t, p in r.buttons]) for r in output.replies],
         )
         route = self.routing.route_for(parse.intent)
         new_handoff = None
@@ -152,17 +200,19 @@ class ConversationService:
             route=route,
             handoff_id=new_handoff,
             slots=output.slots,
+            reply_ids=tuple(reply_ids),
         )
 
     async def _system_reply(
         self, conversation_id: str, message_id: int, language: str, error: str
     ) -> TurnResult:
         text = SYSTEM_TEXTS[error][language].format(limit=self.max_message_chars)
-        await self.store.add_message(conversation_id, "system", text, status="sent")
+        reply_id = await self.store.add_message(conversation_id, "system", text, status="sent")
         return TurnResult(
             conversation_id=conversation_id,
             message_id=message_id,
             language=language,
             replies=(BotReply(text),),
             error=error,
+            reply_ids=(reply_id,),
         )

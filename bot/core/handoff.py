@@ -150,6 +150,10 @@ async def create_handoff(
         state=state,
         envelope=envelope,
         created_at=now,
+        enqueued_at=now,
+        channel=conversation.channel,
+        language=conversation.language,
     )
-    await store.add_handoff(handoff, conversation_state="queued")
+    # a callback is booked and the customer goes on with the bot; a live handoff waits
+    await store.add_handoff(handoff, conversation_state="queued" if state == "queued" else "bot")
     return handoff

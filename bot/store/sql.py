@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Connection, event, func, inspect, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +31,7 @@ from bot.store.tables import (
     Customer,
     FlowResult,
     Handoff,
+    HandoffEvent,
     Message,
     MeterReading,
     Outage,
@@ -53,6 +54,23 @@ def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor.close()
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Bring a database made by an earlier release up to date (new columns are nullable)."""
+    inspector = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"table {table.name} lacks the required column {column.name}: "
+                    "this database needs a manual migration"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -73,6 +91,7 @@ class SqlStore:
         if create:
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
+                await conn.run_sync(_add_missing_columns)
         return store
 
     async def close(self) -> None:
@@ -123,7 +142,7 @@ class SqlStore:
         return found
 
     async def update_conversation(self, conversation_id: str, **values: Any) -> None:
-        allowed = {"language", "customer_id", "verified", "state"}
+        allowed = {"language", "customer_id", "verified", "state", "rating", "closed_at"}
         if not values.keys() <= allowed:
             raise ValueError(f"cannot update conversation fields {sorted(values.keys() - allowed)}")
         async with self.session() as s:
@@ -134,31 +153,70 @@ class SqlStore:
             )
 
     async def add_message(
-        self, conversation_id: str, sender: str, text: str, status: str = "received"
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        status: str = "received",
+        *,
+        client_id: str | None = None,
+        buttons: list[dict[str, str]] | None = None,
     ) -> int:
+        message_id, _ = await self.add_message_once(
+            conversation_id, sender, text, status, client_id=client_id, buttons=buttons
+        )
+        return message_id
+
+    async def add_message_once(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        status: str = "received",
+        *,
+        client_id: str | None = None,
+        buttons: list[dict[str, str]] | None = None,
+    ) -> tuple[int, bool]:
+        """(id, created): a message with a ``client_id`` already stored is not stored again."""
         text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
-        async with self.session() as s:
-            row = Message(
-                conversation_id=conversation_id,
-                sender=sender,
-                text=text,
-                status=status,
-                intent=None,
-                confidence=None,
-                created_at=utcnow(),
-            )
-            s.add(row)
-            await s.flush()
-            return row.id
+        row = Message(
+            conversation_id=conversation_id,
+            sender=sender,
+            text=text,
+            status=status,
+            intent=None,
+            confidence=None,
+            created_at=utcnow(),
+            client_id=client_id,
+            buttons=buttons or None,
+        )
+        try:
+            async with self.session() as s:
+                s.add(row)
+                await s.flush()
+                return row.id, True
+        except IntegrityError:
+            if client_id is None:
+                raise
+            async with self.session() as s:
+                existing = await s.scalar(
+                    select(Message.id).where(
+                        Message.conversation_id == conversation_id, Message.client_id == client_id
+                    )
+                )
+            if existing is None:
+                raise
+            return existing, False
 
     async def record_turn(
         self,
         message_id: int,
         intent: str | None,
         confidence: float | None,
-        replies: list[str],
-    ) -> None:
-        """Mark the user message processed and store the bot's replies, in one transaction."""
+        replies: Sequence[tuple[str, list[dict[str, str]]]],
+    ) -> list[int]:
+        """Mark the user message processed and store the bot's replies (text, buttons) in one
+        transaction; returns the replies' ids."""
         now = utcnow()
         async with self.session() as s:
             await s.execute(
@@ -169,7 +227,7 @@ class SqlStore:
             conversation_id = await s.scalar(
                 select(Message.conversation_id).where(Message.id == message_id)
             )
-            s.add_all(
+            rows = [
                 Message(
                     conversation_id=conversation_id,
                     sender="bot",
@@ -178,9 +236,13 @@ class SqlStore:
                     intent=None,
                     confidence=None,
                     created_at=now,
+                    buttons=buttons or None,
                 )
-                for text in replies
-            )
+                for text, buttons in replies
+            ]
+            s.add_all(rows)
+            await s.flush()
+            return [row.id for row in rows]
 
     async def mark_message(
         self,
@@ -196,11 +258,11 @@ class SqlStore:
                 .values(status=status, intent=intent, confidence=confidence)
             )
 
-    async def messages(self, conversation_id: str) -> Sequence[Message]:
+    async def messages(self, conversation_id: str, after_id: int = 0) -> Sequence[Message]:
         async with self.session() as s:
             result = await s.scalars(
                 select(Message)
-                .where(Message.conversation_id == conversation_id)
+                .where(Message.conversation_id == conversation_id, Message.id > after_id)
                 .order_by(Message.id)
             )
             return result.all()
@@ -340,9 +402,20 @@ class SqlStore:
             return result.all()
 
     async def add_handoff(self, handoff: Handoff, conversation_state: str) -> None:
-        """Store the handoff and move its conversation to ``conversation_state`` atomically."""
+        """Store the handoff with its first event, and move its conversation, atomically."""
         async with self.session() as s:
             s.add(handoff)
+            await s.flush()
+            s.add(
+                HandoffEvent(
+                    handoff_id=handoff.id,
+                    state=handoff.state,
+                    queue=handoff.queue,
+                    agent_id=None,
+                    detail={"transition": "create", "reason": handoff.reason},
+                    at=handoff.created_at,
+                )
+            )
             await s.execute(
                 update(Conversation)
                 .where(Conversation.id == handoff.conversation_id)

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -72,11 +83,17 @@ class Conversation(Base):
     state: Mapped[str] = mapped_column(String(16))  # bot | queued | with_agent | closed
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # columns added after the first release are nullable, so an older database gains them
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-5 from the customer
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_seq", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_seq", "conversation_id", "id"),
+        UniqueConstraint("conversation_id", "client_id", name="uq_messages_client_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
@@ -86,6 +103,8 @@ class Message(Base):
     intent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     confidence: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # chat idempotency
+    buttons: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
 
 
 class FlowResult(Base):
@@ -132,6 +151,61 @@ class Handoff(Base):
     priority: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(16))  # live | callback
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(20))  # see bot.core.handoff_state
     envelope: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    # the queue: FIFO by (priority desc, enqueued_at, id); a transfer keeps enqueued_at
+    enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    language: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    offered_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    offer_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+Index("ix_handoffs_waiting", Handoff.queue, Handoff.state, Handoff.priority, Handoff.enqueued_at)
+
+
+class HandoffEvent(Base):
+    """One state transition of a handoff, with its time and who made it."""
+
+    __tablename__ = "handoff_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[str] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    queue: Mapped[str] = mapped_column(String(32))
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[dict[str, Any]]
+    at: Mapped[datetime]
+
+
+class Agent(Base):
+    """A human agent or supervisor of the console."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the sign-in name
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))  # agent | supervisor
+    queues: Mapped[list[str]] = mapped_column(JSON)  # the queues (skills) the agent serves
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    presence: Mapped[str] = mapped_column(String(16))  # available | away | offline
+    capacity: Mapped[int] = mapped_column(Integer)  # live conversations at once
+    created_at: Mapped[datetime]
+
+
+class AgentSession(Base):
+    """A console sign-in: the cookie holds a random value, the table only its SHA-256."""
+
+    __tablename__ = "agent_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
