@@ -71,6 +71,16 @@ class Settings:
     # webhook over the compose network, so the webhook binds beyond loopback.
     external_rasa_url: str = ""
     action_host: str = "127.0.0.1"
+    # chat and the handoff queue
+    chat_origins: tuple[str, ...] = ()  # besides the gateway's own origin
+    chat_rate_per_s: float = 1.0  # sustained customer messages per conversation
+    chat_burst: int = 5
+    identity_secret: str = ""  # HS256 secret for host-signed customer identities
+    offer_timeout_s: float = 20.0
+    abandon_after_s: float = 600.0  # a waiting customer gone this long has abandoned
+    default_handle_s: float = 300.0  # assumed handling time before a queue has history
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
     @property
     def models_dir(self) -> Path:
@@ -115,6 +125,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_REQUIRE_SERVICES",
         "TRIAGE_EXTERNAL_RASA_URL",
         "TRIAGE_ACTION_HOST",
+        "TRIAGE_CHAT_ORIGINS",
+        "TRIAGE_CHAT_RATE_PER_S",
+        "TRIAGE_CHAT_BURST",
+        "TRIAGE_IDENTITY_SECRET",
+        "TRIAGE_OFFER_TIMEOUT_S",
+        "TRIAGE_ABANDON_AFTER_S",
+        "TRIAGE_DEFAULT_HANDLE_S",
+        "TRIAGE_WEBHOOK_URL",
+        "TRIAGE_WEBHOOK_SECRET",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
     if unknown:
@@ -144,4 +163,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_token=env.get("TRIAGE_API_TOKEN", ""),
         external_rasa_url=env.get("TRIAGE_EXTERNAL_RASA_URL", "").rstrip("/"),
         action_host=env.get("TRIAGE_ACTION_HOST", base.action_host),
+        chat_origins=_origins(env, "TRIAGE_CHAT_ORIGINS"),
+        chat_rate_per_s=_float(env, "TRIAGE_CHAT_RATE_PER_S", base.chat_rate_per_s, 0.01, 1000),
+        chat_burst=_int(env, "TRIAGE_CHAT_BURST", base.chat_burst, 1, 1000),
+        identity_secret=env.get("TRIAGE_IDENTITY_SECRET", ""),
+        offer_timeout_s=_float(env, "TRIAGE_OFFER_TIMEOUT_S", base.offer_timeout_s, 1, 3600),
+        abandon_after_s=_float(env, "TRIAGE_ABANDON_AFTER_S", base.abandon_after_s, 1, 86400),
+        default_handle_s=_float(env, "TRIAGE_DEFAULT_HANDLE_S", base.default_handle_s, 1, 86400),
+        webhook_url=_webhook_url(env),
+        webhook_secret=env.get("TRIAGE_WEBHOOK_SECRET", ""),
     )
+
+
+def _origins(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    raw = [o.strip().rstrip("/") for o in env.get(key, "").split(",") if o.strip()]
+    for origin in raw:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise ConfigError(f"{key}: {origin!r} is not an origin like https://www.example.com")
+    return tuple(raw)
+
+
+def _webhook_url(env: Mapping[str, str]) -> str:
+    url = env.get("TRIAGE_WEBHOOK_URL", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("TRIAGE_WEBHOOK_URL must be an http:// or https:// URL")
+    if url and not env.get("TRIAGE_WEBHOOK_SECRET"):
+        raise ConfigError("TRIAGE_WEBHOOK_URL needs TRIAGE_WEBHOOK_SECRET to sign its requests")
+    return url

@@ -37,3 +37,7 @@ class Conflict(BotError):
 
 class Forbidden(BotError):
     """The signed-in agent's role or queues do not allow the request."""
+
+
+class BadRequest(BotError):
+    """A request's body or parameters are invalid; the message says which and why."""

@@ -2,13 +2,16 @@
 
 Slots set through the tracker-events API before a session exists are dropped by Rasa's SQL
 tracker store (their timestamps precede the session start it creates), so the conversation's
-language travels as message metadata and is set here, inside the session.
+language travels as message metadata and is set here, inside the session. A customer identity
+verified by the channel (a host site's signed token) is read from the store of record, never from
+the metadata, so a client cannot claim one.
 """
 
 from __future__ import annotations
 
 from bot.actions.tracker import ActionResult, Tracker
 from bot.actions.webhook import Action, ActionContext
+from bot.errors import NotFound
 
 METADATA_SLOTS = {"language": ("it", "en")}
 
@@ -26,8 +29,23 @@ async def action_session_start(ctx: ActionContext, tracker: Tracker) -> ActionRe
             result.set_slot(name, value)
         elif tracker.slots.get(name) is not None:
             result.set_slot(name, tracker.slots[name])
+    await _verified_identity(ctx, tracker, result)
     result.events.append({"event": "action", "name": "action_listen", "timestamp": None})
     return result
+
+
+async def _verified_identity(ctx: ActionContext, tracker: Tracker, result: ActionResult) -> None:
+    try:
+        conversation = await ctx.store.get_conversation(tracker.sender_id)
+    except NotFound:
+        return
+    if not (conversation.verified and conversation.customer_id):
+        return
+    customer = await ctx.store.get_customer(conversation.customer_id)
+    if customer is not None:
+        result.set_slot("customer_code", customer.id)
+        result.set_slot("customer_verified", True)
+        result.set_slot("customer_name", customer.name)
 
 
 ACTIONS: dict[str, Action] = {"action_session_start": action_session_start}

@@ -18,10 +18,12 @@ import asyncio
 import logging
 import unicodedata
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.language import detect_language
+from bot.core.redaction import redact
 from bot.core.routing import Route, RouteKind, RoutingTable
 from bot.errors import NluUnavailable
 from bot.nlu.client import BotReply, Entity, NluClient
@@ -104,15 +106,19 @@ class ConversationService:
         language: str | None = None,
         client_id: str | None = None,
         payload: str | None = None,
+        on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
         """Process one customer message; never raises for bad input or an unavailable Rasa.
 
         ``payload`` is what a quick-reply button sends to the NLU (``/affirm``) while ``text``
-        (its title) is what the transcript shows.
+        (its title) is what the transcript shows. ``on_stored`` runs once the message is
+        durable, before the turn (a chat channel acknowledges it there).
         """
         lock = self._lock(conversation_id)
         async with lock:
-            return await self._handle(conversation_id, text, channel, language, client_id, payload)
+            return await self._handle(
+                conversation_id, text, channel, language, client_id, payload, on_stored
+            )
 
     async def _handle(
         self,
@@ -122,12 +128,16 @@ class ConversationService:
         language: str | None,
         client_id: str | None,
         payload: str | None,
+        on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
         started = utcnow()
         conversation = await self.store.ensure_conversation(conversation_id, channel)
+        # stored masked (cards, IBANs, tax codes, phones, e-mails); the turn sees the raw text
         message_id, stored = await self.store.add_message_once(
-            conversation_id, "user", raw, client_id=client_id
+            conversation_id, "user", redact(raw), client_id=client_id
         )
+        if on_stored is not None:
+            await on_stored(message_id)
         if not stored:
             return TurnResult(
                 conversation_id,

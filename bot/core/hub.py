@@ -31,6 +31,7 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_BUFFER)
     )
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    agent_id: str | None = None  # the console's agent
 
     def offer(self, frame: Frame) -> None:
         try:
@@ -79,10 +80,16 @@ class Hub:
 
     # consoles
 
-    def join_consoles(self, wants: Callable[[Frame, str | None, str | None], bool]) -> Subscription:
-        sub = Subscription(wants=wants)
+    def join_consoles(
+        self, agent_id: str, wants: Callable[[Frame, str | None, str | None], bool]
+    ) -> Subscription:
+        sub = Subscription(wants=wants, agent_id=agent_id)
         self._consoles.add(sub)
         return sub
+
+    def console_open(self, agent_id: str) -> bool:
+        """Whether the agent has a console connected (offers go only to someone watching)."""
+        return any(sub.agent_id == agent_id for sub in self._consoles)
 
     def leave_consoles(self, sub: Subscription) -> None:
         self._consoles.discard(sub)

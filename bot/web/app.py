@@ -1,21 +1,43 @@
-"""The gateway's HTTP application: health, the handoff API and a REST turn endpoint.
+"""The gateway's HTTP application: health, the chat socket and widget, the agent console, the
+REST API with its OpenAPI document.
 
-Everything under ``/api/`` needs ``Authorization: Bearer <token>`` (never a token in the URL).
+Everything under ``/api/`` needs a console session or a bearer token (never a token in the URL);
+see docs/agent-api.md. Errors of the domain become JSON answers here, at the boundary.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.core.conversation import TurnResult
+from bot.core.desk import Desk, DeskSettings
+from bot.core.hub import Hub
+from bot.errors import BadRequest, Conflict, Forbidden, NotFound
 from bot.runtime import Runtime
+from bot.web import api, console
+from bot.web.auth import check_csrf, identify
+from bot.web.chat import MAX_FRAME_BYTES, ChatConfig, ChatConnection, origin_allowed
+from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK, PRINCIPAL, RUNTIME
+from bot.web.openapi import openapi_document
+from bot.web.ratelimit import RateLimiter
+from bot.web.webhooks import WebhookSender
 
-RUNTIME = web.AppKey("runtime", Runtime)
+log = logging.getLogger(__name__)
+
 CONVERSATION_ID_MAX = 64
+PUBLIC_API = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 def turn_as_dict(turn: TurnResult) -> dict[str, Any]:
@@ -37,15 +59,54 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 @web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
     if request.path.startswith("/api/"):
-        expected = request.app[RUNTIME].api_token
-        header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-            return _error(401, "unauthorized", "a valid bearer token is required")
-    response: web.StreamResponse = await handler(request)
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/") and (request.method, request.path) not in PUBLIC_API:
+        runtime = request.app[RUNTIME]
+        principal = await identify(
+            request,
+            request.app[DESK].agents,
+            runtime.api_token,
+            list(runtime.routing.queues),
+        )
+        if principal is None:
+            return _error(401, "unauthorized", "sign in or give a valid bearer token")
+        check_csrf(request, principal)
+        request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+@web.middleware
+async def domain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NotFound as exc:
+        return _error(404, "not_found", str(exc))
+    except Conflict as exc:
+        return _error(409, "conflict", str(exc))
+    except Forbidden as exc:
+        return _error(403, "forbidden", str(exc))
+    except BadRequest as exc:
+        return _error(400, "bad_request", str(exc))
+
+
+async def database_ready(runtime: Runtime) -> bool:
+    try:
+        async with runtime.store.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except Exception:  # any driver error means "not healthy"; the body says which part
+        return False
+    return True
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -61,24 +122,12 @@ async def healthz(request: web.Request) -> web.Response:
             model=h.model,
             last_exit_code=h.last_exit_code,
         )
-    database = True
-    try:
-        async with runtime.store.engine.connect() as conn:
-            await conn.exec_driver_sql("SELECT 1")
-    except Exception:  # any driver error means "not healthy"; the body says which part
-        database = False
+    database = await database_ready(runtime)
     ok = rasa_ready and database
     return web.json_response(
         {"status": "ok" if ok else "degraded", "rasa": rasa, "database": {"ready": database}},
         status=200 if ok else 503,
     )
-
-
-async def get_handoff(request: web.Request) -> web.Response:
-    handoff = await request.app[RUNTIME].store.get_handoff(request.match_info["handoff_id"])
-    if handoff is None:
-        return _error(404, "not_found", "no such handoff")
-    return web.json_response(handoff.envelope)
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -97,16 +146,104 @@ async def post_message(request: web.Request) -> web.Response:
     channel = body.get("channel", "api")
     if channel not in ("api", "chat", "phone", "cli"):
         return _error(400, "bad_channel", "channel must be api, chat, phone or cli")
-    turn = await request.app[RUNTIME].conversations.handle(
+    turn = await request.app[DESK].customer_message(
         conversation_id, body["text"], channel=channel, language=language
     )
     return web.json_response(turn_as_dict(turn))
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def chat_ws(request: web.Request) -> web.WebSocketResponse:
+    config = request.app[CHAT_CONFIG]
+    if not origin_allowed(request, config.allowed_origins):
+        raise web.HTTPForbidden(text="this origin may not open the chat")
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
+    await ws.prepare(request)
+    await ChatConnection(ws, request.app[DESK], config, request.app[CHAT_LIMITER]).run()
+    return ws
+
+
+async def widget_file(request: web.Request) -> web.FileResponse:
+    name = {"/chat/widget.js": "widget.js", "/chat/widget.css": "widget.css"}[request.path]
+    response = web.FileResponse(console.STATIC / name)
+    response.headers["Access-Control-Allow-Origin"] = "*"  # public files for host pages
+    return response
+
+
+async def demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(console.STATIC / "demo.html")
+
+
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """The desk's dispatcher and the webhook sender: started with the app, cancelled with it."""
+    desk = app[DESK]
+    sender = desk.notifier if isinstance(desk.notifier, WebhookSender) else None
+    if sender is not None:
+        await sender.start()
+    dispatcher = asyncio.create_task(desk.run_dispatcher())
+    try:
+        yield
+    finally:
+        dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatcher
+        if sender is not None:
+            await sender.stop()
+
+
+def secret_key(runtime: Runtime) -> bytes:
+    """A key kept in the data directory, so resume tokens survive a restart."""
+    path = runtime.settings.data_dir / "secret_key"
+    if path.exists():
+        return bytes.fromhex(path.read_text(encoding="utf-8").strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    path.write_text(key.hex() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return key
+
+
 def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[require_token], client_max_size=64 * 1024)
+    settings = runtime.settings
+    app = web.Application(
+        middlewares=[security_headers, domain_errors, authenticate], client_max_size=64 * 1024
+    )
     app[RUNTIME] = runtime
+    notifier = (
+        WebhookSender(settings.webhook_url, settings.webhook_secret)
+        if settings.webhook_url
+        else None
+    )
+    app[DESK] = Desk(
+        store=runtime.store,
+        conversations=runtime.conversations,
+        nlu=runtime.nlu,
+        routing=runtime.routing,
+        hub=Hub(),
+        settings=DeskSettings(
+            offer_timeout_s=settings.offer_timeout_s,
+            abandon_after_s=settings.abandon_after_s,
+            default_handle_s=settings.default_handle_s,
+        ),
+        notifier=notifier,
+    )
+    app[CHAT_CONFIG] = ChatConfig(
+        secret=secret_key(runtime),
+        identity_secret=settings.identity_secret,
+        allowed_origins=frozenset(settings.chat_origins),
+    )
+    app[CHAT_LIMITER] = RateLimiter(settings.chat_rate_per_s, settings.chat_burst)
+    app.cleanup_ctx.append(background)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/handoffs/{handoff_id}", get_handoff)
+    app.router.add_get("/api/openapi.json", openapi)
     app.router.add_post("/api/conversations/{conversation_id}/messages", post_message)
+    api.add_routes(app)
+    app.router.add_get("/chat/ws", chat_ws)
+    app.router.add_get("/chat/widget.js", widget_file)
+    app.router.add_get("/chat/widget.css", widget_file)
+    app.router.add_get("/chat/demo", demo_page)
+    console.add_routes(app)
     return app
