@@ -47,7 +47,7 @@ async def test_a_turn_over_http_then_its_envelope_with_the_token(
     assert handoff_id
 
     envelope = await client.get(f"/api/handoffs/{handoff_id}", headers=AUTH)
-    body = await envelope.json()
+    body = (await envelope.json())["envelope"]
     assert envelope.status == 200
     assert body["id"] == handoff_id and body["schema_version"] == 1
     assert body["queue"] == "general" and body["reason"] == "explicit_request"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -165,7 +166,7 @@ async def test_transfer_keeps_the_place_earned_by_waiting(store: SqlStore) -> No
     assert [e.state for e in events] == ["queued", "accepted", "queued"]
     assert events[-1].detail["note"] == "router fault"
     assert events[-1].queue == "technical"
-    assert all(a.at <= b.at for a, b in zip(events, events[1:], strict=False))
+    assert all(a.at <= b.at for a, b in itertools.pairwise(events))
 
 
 async def test_release_hands_the_conversation_back_to_the_bot(store: SqlStore) -> None:
