@@ -217,6 +217,7 @@ class Desk:
     # agents
 
     async def accept(self, agent: Agent, handoff_id: str) -> Handoff:
+        await self._visible(agent, handoff_id)
         handoff = await self.queue.apply(handoff_id, ACCEPT, actor_for(agent))
         self.hub.to_conversation(
             handoff.conversation_id, {"type": "agent_joined", "name": agent.name}
