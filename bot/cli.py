@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from bot.agents_cli import ADMIN_ID, ensure_first_account
+from bot.agents_cli import add_parsers as add_agent_parsers
 from bot.config import Settings, load_settings
 from bot.core.language import detect_language
 from bot.core.routing import load_routing
@@ -55,9 +57,21 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         runner = web.AppRunner(make_app(runtime), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        base = f"http://{settings.http_host}:{settings.http_port}"
         print(
-            f"triage: HTTP on http://{settings.http_host}:{settings.http_port} "
-            f"(health: /healthz); Rasa on {settings.rasa_url} (loopback only)"
+            f"triage: HTTP on {base} (health: /healthz); Rasa on {settings.rasa_url} "
+            "(loopback only)"
+        )
+        print(f"triage: chat demo page {base}/chat/demo; widget script {base}/chat/widget.js")
+        created = await ensure_first_account(runtime.store, settings, list(runtime.routing.queues))
+        print(
+            f"triage: agent console {base}/agent"
+            + (
+                f"; first start: sign in as {ADMIN_ID!r} with the password in "
+                f"{settings.data_dir / 'admin_password'}"
+                if created
+                else ""
+            )
         )
         print(
             f"triage: API token in {settings.data_dir / 'api_token'}"
@@ -209,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", help="the project's NLU evaluation and conversation tests")
     p.set_defaults(run=cmd_test)
+    add_agent_parsers(sub)
     return parser
 
 

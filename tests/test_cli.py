@@ -40,7 +40,7 @@ def _env(runtime: Runtime, tmp_path: Path) -> dict[str, str]:
 
 def test_help_explains_every_command() -> None:
     out = _run(["--help"], dict(os.environ)).stdout
-    for command in ("train", "serve", "nlu", "shell", "eval", "test"):
+    for command in ("train", "serve", "nlu", "shell", "eval", "test", "agents"):
         assert f"\n    {command} " in out
 
 
@@ -143,3 +143,44 @@ async def test_shell_runs_a_dialogue_and_shows_the_route(
     assert "bot> Hello" in done.stdout
     assert "(greet " in done.stdout and "-> reply:greet)" in done.stdout
     assert "(thanks " in done.stdout
+
+
+async def test_agents_add_prints_a_token_once_and_the_password_signs_in(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env["TRIAGE_DATA_DIR"] = str(tmp_path)
+    added = _run(
+        [
+            "agents",
+            "add",
+            "giulia",
+            "--name",
+            "Giulia",
+            "--queues",
+            "general,billing",
+            "--password-stdin",
+        ],
+        env,
+        stdin="a long enough password\n",
+    )
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert len(token) >= 40 and token not in (tmp_path / "triage.db").read_bytes().decode("latin-1")
+    listed = _run(["agents", "list"], env)
+    assert "giulia" in listed.stdout and "general,billing" in listed.stdout
+    again = _run(["agents", "add", "giulia", "--queues", "general"], env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    unknown = _run(["agents", "add", "marco", "--queues", "nowhere"], env)
+    assert unknown.returncode == 2 and "unknown queue" in unknown.stderr
+
+    from bot.store.agents import AgentStore
+    from bot.store.sql import SqlStore
+
+    store = await SqlStore.open("sqlite+aiosqlite:///" + str(tmp_path / "triage.db"))
+    try:
+        agents = AgentStore(store)
+        assert (await agents.check_password("giulia", "a long enough password")) is not None
+        assert await agents.check_password("giulia", "wrong password!!") is None
+        found = await agents.by_token(token)
+        assert found is not None and found.id == "giulia" and found.queues == ["general", "billing"]
+    finally:
+        await store.close()
