@@ -173,6 +173,10 @@ async def widget_file(request: web.Request) -> web.FileResponse:
     return response
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)  # no icon; an empty answer keeps browsers' logs clean
+
+
 async def demo_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(console.STATIC / "demo.html")
 
@@ -245,5 +249,6 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/chat/widget.js", widget_file)
     app.router.add_get("/chat/widget.css", widget_file)
     app.router.add_get("/chat/demo", demo_page)
+    app.router.add_get("/favicon.ico", favicon)
     console.add_routes(app)
     return app
