@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
 from bot.core.conversation import TurnResult
@@ -25,7 +26,7 @@ from bot.runtime import Runtime
 from bot.web import api, console
 from bot.web.auth import check_csrf, identify
 from bot.web.chat import MAX_FRAME_BYTES, ChatConfig, ChatConnection, origin_allowed
-from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK, PRINCIPAL, RUNTIME
+from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK, PRINCIPAL, RUNTIME, SOCKETS
 from bot.web.openapi import openapi_document
 from bot.web.ratelimit import RateLimiter
 from bot.web.webhooks import WebhookSender
@@ -162,6 +163,7 @@ async def chat_ws(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPForbidden(text="this origin may not open the chat")
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     await ChatConnection(ws, request.app[DESK], config, request.app[CHAT_LIMITER]).run()
     return ws
 
@@ -196,6 +198,13 @@ async def background(app: web.Application) -> AsyncIterator[None]:
             await dispatcher
         if sender is not None:
             await sender.stop()
+
+
+async def close_sockets(app: web.Application) -> None:
+    """Close every chat and console socket (1001): clients reconnect to the next instance."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"service restarting")
 
 
 def secret_key(runtime: Runtime) -> bytes:
@@ -240,6 +249,8 @@ def make_app(runtime: Runtime) -> web.Application:
         allowed_origins=frozenset(settings.chat_origins),
     )
     app[CHAT_LIMITER] = RateLimiter(settings.chat_rate_per_s, settings.chat_burst)
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(background)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 from bot.core.hub import Frame
 from bot.store.tables import Agent
 from bot.web.auth import SESSION_COOKIE
-from bot.web.keys import DESK
+from bot.web.keys import DESK, SOCKETS
 
 STATIC = Path(__file__).parent / "static"
 PERSONAL_FRAMES = {"message", "typing", "handoff_ended", "offer"}
@@ -46,6 +46,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     agent, _ = found
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     sub = desk.hub.join_consoles(agent.id, console_filter(agent))
 
     async def write() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from aiohttp import web
 
 from bot.core.desk import Desk
@@ -15,3 +17,5 @@ DESK = web.AppKey("desk", Desk)
 CHAT_CONFIG = web.AppKey("chat_config", ChatConfig)
 CHAT_LIMITER = web.AppKey("chat_limiter", RateLimiter)
 PRINCIPAL = web.RequestKey("principal", Principal)
+# every open socket, closed with 1001 (going away) when the service shuts down
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
