@@ -62,6 +62,13 @@ class DeskSettings:
     default_handle_s: float
 
 
+def estimated_wait_s(position: int, seats: int, handle_s: float) -> int | None:
+    """Position times the mean handling time, shared among the agents' seats; None unstaffed."""
+    if not seats:
+        return None
+    return int(math.ceil(position / seats) * handle_s)
+
+
 def actor_for(agent: Agent) -> Actor:
     return Actor(agent.id, None if agent.role == "supervisor" else frozenset(agent.queues))
 
@@ -147,35 +154,43 @@ class Desk:
                 await self._after_change(handoff, "handoff.queued")
         return turn
 
-    async def queue_frame(self, handoff: Handoff, position: int | None = None) -> Frame:
+    async def queue_frame(
+        self, handoff: Handoff, position: int | None = None, pace: tuple[int, float] | None = None
+    ) -> Frame:
         if position is None:
             position = await self.queue.position(handoff)
+        if pace is None:
+            pace = await self.queue_pace(handoff.queue)
         queue = self.routing.queues.get(handoff.queue)
         return {
             "type": "queue",
             "queue": handoff.queue,
             "label": queue.label(handoff.language) if queue else handoff.queue,
             "position": position,
-            "eta_s": await self.estimated_wait_s(handoff.queue, position),
+            "eta_s": estimated_wait_s(position, *pace),
             "open": self.routing.queue_is_open(handoff.queue, utcnow()) if queue else True,
         }
 
-    async def estimated_wait_s(self, queue: str, position: int) -> int | None:
-        """Position times the recent mean handling time, shared among the agents serving it."""
+    async def queue_pace(self, queue: str) -> tuple[int, float]:
+        """(seats of available agents serving ``queue``, recent mean handling time in s)."""
         agents = await self.agents.available_for(queue)
         seats = sum(max(1, a.capacity) for a in agents)
-        if not seats:
-            return None
         mean = await self.queue.mean_handle_time(queue)
-        handle_s = mean.total_seconds() if mean else self.settings.default_handle_s
-        return int(math.ceil(position / seats) * handle_s)
+        return seats, mean.total_seconds() if mean else self.settings.default_handle_s
 
     async def refresh_queue(self, queue: str) -> None:
         """Tell every connected customer of ``queue`` their position and estimated wait."""
-        for position, handoff in enumerate(await self.queue.waiting([queue]), start=1):
-            if self.hub.is_connected(handoff.conversation_id):
-                frame = await self.queue_frame(handoff, position)
-                self.hub.to_conversation(handoff.conversation_id, frame)
+        waiting = [
+            (position, h)
+            for position, h in enumerate(await self.queue.waiting([queue]), start=1)
+            if self.hub.is_connected(h.conversation_id)
+        ]
+        if not waiting:
+            return
+        pace = await self.queue_pace(queue)
+        for position, handoff in waiting:
+            frame = await self.queue_frame(handoff, position, pace)
+            self.hub.to_conversation(handoff.conversation_id, frame)
 
     async def status_frames(self, conversation_id: str) -> list[Frame]:
         """What a customer who (re)connects needs to see about a handoff in progress."""

@@ -96,7 +96,10 @@ class ChatConnection:
         assert self.sub is not None
         while True:
             frame = await self.sub.inbox.get()
-            await self.ws.send_json(frame)
+            try:
+                await self.ws.send_json(frame)
+            except ConnectionResetError:  # the browser went away; the store has everything
+                return
 
     async def _first_frame(self) -> dict[str, Any] | None:
         try:

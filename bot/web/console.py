@@ -52,7 +52,10 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     async def write() -> None:
         while True:
             frame = await sub.inbox.get()
-            await ws.send_json(frame)
+            try:
+                await ws.send_json(frame)
+            except ConnectionResetError:  # the console went away
+                return
 
     writer = asyncio.create_task(write())
     closed = asyncio.create_task(sub.closed.wait())

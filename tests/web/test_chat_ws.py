@@ -9,13 +9,14 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp import WSMsgType, WSServerHandshakeError
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient
 
+from bot.core.hub import Subscription
 from bot.runtime import Runtime
 from bot.web.app import make_app
-from bot.web.chat import ChatConfig
-from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER
+from bot.web.chat import ChatConfig, ChatConnection
+from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK
 from bot.web.ratelimit import RateLimiter
 from tests.web.chatclient import ChatClient
 from tests.web.conftest import serve
@@ -286,3 +287,22 @@ async def test_two_tabs_of_one_conversation_both_see_the_replies(client: Client)
     seen = await second.next(lambda f: f["type"] == "message" and f["sender"] == "bot")
     assert seen["text"]
     await asyncio.gather(first.close(), second.close())
+
+
+class _GoneSocket:
+    """A socket whose browser has gone: every send fails as aiohttp's does."""
+
+    async def send_json(self, frame: object) -> None:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+
+async def test_a_socket_closed_under_the_writer_ends_it_quietly(app: web.Application) -> None:
+    connection = ChatConnection(
+        _GoneSocket(),  # type: ignore[arg-type]
+        app[DESK],
+        app[CHAT_CONFIG],
+        app[CHAT_LIMITER],
+    )
+    connection.sub = Subscription()
+    connection.send({"type": "pong"})
+    await asyncio.wait_for(connection._write(), 5)  # returns instead of raising
