@@ -54,7 +54,8 @@ from collections.abc import Callable, Sequence
 from string import ascii_uppercase
 from typing import NamedTuple
 
-_EMAIL = re.compile(r"\b([\w.+-])[\w.+-]*@([\w-]+\.[\w.-]+)\b")
+# an address is not part of a longer run of "@"s ("0@0.0@0.0"), so masking is idempotent
+_EMAIL = re.compile(r"(?<![\w.+@-])([\w.+-])[\w.+-]*@([\w-]+\.[\w.-]+)\b(?!@)")
 
 # IBAN candidates: 2 letters, 2 digits, then the BBAN compact or in groups of four. The exact
 # length and the check are verified in code, on the longest prefix that ends at a space.
