@@ -176,7 +176,10 @@ async def get_queues(request: web.Request) -> web.Response:
             }
         )
     mine = [handoff_json(h) for h in await desk.queue.of_agent(agent.id)]
-    return web.json_response({"queues": queues, "mine": mine})
+    transfer_queues = [
+        {"name": name, "label": dict(q.labels)} for name, q in desk.routing.queues.items()
+    ]
+    return web.json_response({"queues": queues, "mine": mine, "transfer_queues": transfer_queues})
 
 
 async def list_handoffs(request: web.Request) -> web.Response:

@@ -86,6 +86,8 @@ async def test_agent_accepts_chats_both_ways_and_hands_back_to_the_bot(
     await expect(workspace.locator(".context-card")).to_be_visible()
     await expect(workspace.locator(".transcript")).to_contain_text("bolletta")
     await expect(customer.locator(".triage-notice").last).to_contain_text("Giulia")
+    # any queue may take a transfer, also one this agent does not serve
+    await expect(agent.locator('select.transfer-queue option[value="technical"]')).to_have_count(1)
 
     await agent.locator("textarea.reply-input").fill("Buongiorno, sono Giulia. Vedo la bolletta.")
     await agent.locator("textarea.reply-input").press("Enter")

@@ -89,8 +89,9 @@ async def test_token_sign_in_and_bearer_use(app: web.Application, client: Client
     resp = await client.post("/api/session", json={"token": token})
     assert (await resp.json())["agent"]["id"] == agent.id
     client.session.cookie_jar.clear()
-    queues = await client.get("/api/queues", headers=bearer(token))
-    assert [q["name"] for q in (await queues.json())["queues"]] == ["billing"]
+    queues = await (await client.get("/api/queues", headers=bearer(token))).json()
+    assert [q["name"] for q in queues["queues"]] == ["billing"]
+    assert {q["name"] for q in queues["transfer_queues"]} == set(app[DESK].routing.queues)
     assert (await client.get("/api/queues", headers=bearer(token + "x"))).status == 401
 
 

@@ -118,7 +118,9 @@
   }
 
   function queueLabel(name) {
-    const label = (S.queues.find((q) => q.name === name) || {}).label;
+    const known = S.queues.find((q) => q.name === name) ||
+      (S.transferQueues || []).find((q) => q.name === name) || {};
+    const label = known.label;
     if (label && typeof label === 'object') return label[S.lang] || label.en || label.it || String(name);
     return typeof label === 'string' ? label : String(name ?? '–');
   }
@@ -298,6 +300,8 @@
 
   function applyQueues(data, started) {
     S.queues = Array.isArray(data.queues) ? data.queues : [];
+    // every queue may receive a transfer, not only the ones this agent serves
+    S.transferQueues = Array.isArray(data.transfer_queues) ? data.transfer_queues : S.queues;
     S.fetchedAt = performance.now();
     const mine = Array.isArray(data.mine) ? data.mine.slice() : [];
     for (const [id, change] of S.touched) {   // accepted or dropped here after this fetch started
@@ -860,7 +864,7 @@
 
   function renderTransferOptions(conv) {
     const current = conv.summary && conv.summary.queue;
-    const names = S.queues.map((q) => q.name).filter((n) => n !== current);
+    const names = (S.transferQueues || S.queues).map((q) => q.name).filter((n) => n !== current);
     const key = S.lang + '|' + names.join('|');
     if (D.transferQueue.dataset.key === key) return;  // rebuilding an open <select> would close it
     const keep = D.transferQueue.value;
