@@ -1,7 +1,9 @@
 """Concurrent chat customers over the WebSocket: bot-reply latency, throughput, nothing lost.
 
-Starts a complete gateway of its own on loopback (temporary data directory, the action webhook,
-Rasa supervised with the project's default model), then keeps ``--customers`` chat customers
+Starts a complete gateway of its own on loopback as a separate process (``triage serve`` with a
+temporary data directory, the action webhook and Rasa supervised with the project's default
+model), so the load generator never shares the gateway's event loop or core, then keeps
+``--customers`` chat customers
 connected at once for ``--duration-s`` seconds. Each customer opens ``/chat/ws``, replays one of
 the scripted conversations of ``bench/turns.py`` (Italian or English: greetings, identification,
 self-service flows, requests for a person), pausing a think time between messages (uniform in
@@ -37,16 +39,16 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import func, select
-from turns import SCRIPTS, serve  # bench/ is on sys.path when this file is run
+from turns import SCRIPTS  # bench/ is on sys.path when this file is run
 
 from bot.config import load_settings
 from bot.nlu.evaluation import free_port, percentile
 from bot.nlu.training import TrainingInputs, ensure_model
-from bot.runtime import open_runtime
+from bot.store.sql import SqlStore
 from bot.store.tables import Message
-from bot.web.app import make_app
 
 REPLY_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 240
 
 
 @dataclass
@@ -126,66 +128,113 @@ async def one_message(
             await ws.receive_json(timeout=0.05)
 
 
+@contextlib.asynccontextmanager
+async def gateway_process(tmp: Path, model: Path, args: argparse.Namespace) -> Any:
+    """``triage serve`` in its own process; yields its base URL; stops it with SIGTERM."""
+    (tmp / "models").mkdir()
+    (tmp / "models" / model.name).symlink_to(model)  # no training: the cached model
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env.update(
+        TRIAGE_DATA_DIR=str(tmp),
+        TRIAGE_HTTP_PORT=str(port),
+        TRIAGE_RASA_PORT=str(free_port()),
+        TRIAGE_ACTION_PORT=str(free_port()),
+        TRIAGE_CHAT_RATE_PER_S="100",
+        TRIAGE_CHAT_BURST="100",
+    )
+    if args.database_url:
+        env["TRIAGE_DATABASE_URL"] = args.database_url
+    log = (tmp / "serve.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "serve", env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as probe:
+            for _ in range(START_TIMEOUT_S * 2):
+                if proc.returncode is not None:
+                    raise RuntimeError(f"triage serve exited; see {tmp / 'serve.log'}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with probe.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.5)
+            else:
+                raise RuntimeError("the gateway did not become healthy")
+        yield base
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 60)
+        log.close()
+
+
+async def stored_messages(tmp: Path, args: argparse.Namespace, run_id: str) -> int:
+    store = await SqlStore.open(
+        args.database_url or f"sqlite+aiosqlite:///{tmp / 'triage.db'}", create=False
+    )
+    try:
+        async with store.session() as s:
+            count = await s.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(Message.sender == "user", Message.client_id.like(f"{run_id}-%"))
+            )
+    finally:
+        await store.close()
+    return int(count or 0)
+
+
 async def bench(args: argparse.Namespace) -> int:
     base = load_settings()
     model = await ensure_model(
         base.rasa_python, TrainingInputs.default(base.nlu_data_dir), base.models_dir
     )
     print(f"model: {model}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="triage-bench-chat-") as tmp:
-        settings = base.with_overrides(
-            data_dir=Path(tmp),
-            http_port=free_port(),
-            rasa_port=free_port(),
-            action_port=free_port(),
-            database_url=args.database_url,
-            chat_rate_per_s=100.0,
-            chat_burst=100,
-        )
-        async with contextlib.AsyncExitStack() as stack:
-            runtime = await stack.enter_async_context(
-                open_runtime(settings, model=model, reuse_rasa=False)
-            )
-            await stack.enter_async_context(serve(make_app(runtime), settings.http_port))
-            url = f"http://127.0.0.1:{settings.http_port}/chat/ws"
+    run_id = secrets.token_hex(3)
+    with tempfile.TemporaryDirectory(prefix="triage-bench-chat-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with gateway_process(tmp, model, args) as base_url:
+            url = base_url.replace("http://", "ws://") + "/chat/ws"
             connector = aiohttp.TCPConnector(limit=0)
-            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            run_id = secrets.token_hex(3)
-            warm = Stats()
-            await customer(
-                session, url, run_id + "w", (0, 0), time.monotonic() + 3, warm, random.Random(1)
-            )
-            stats = Stats()
-            rng = random.Random(args.seed)
-            print(
-                f"{args.customers} customers for {args.duration_s:.0f} s, think time "
-                f"{args.think[0]}-{args.think[1]} s ...",
-                flush=True,
-            )
-            started = time.monotonic()
-            deadline = started + args.duration_s
-            await asyncio.gather(
-                *(
-                    customer(
-                        session,
-                        url,
-                        run_id,
-                        args.think,
-                        deadline,
-                        stats,
-                        random.Random(rng.random()),
+            async with aiohttp.ClientSession(connector=connector) as session:
+                warm = Stats()
+                await customer(
+                    session,
+                    url,
+                    run_id + "w",
+                    (0, 0),
+                    time.monotonic() + 3,
+                    warm,
+                    random.Random(1),
+                )
+                stats = Stats()
+                rng = random.Random(args.seed)
+                print(
+                    f"{args.customers} customers for {args.duration_s:.0f} s, think time "
+                    f"{args.think[0]}-{args.think[1]} s ...",
+                    flush=True,
+                )
+                started = time.monotonic()
+                deadline = started + args.duration_s
+                await asyncio.gather(
+                    *(
+                        customer(
+                            session,
+                            url,
+                            run_id,
+                            args.think,
+                            deadline,
+                            stats,
+                            random.Random(rng.random()),
+                        )
+                        for _ in range(args.customers)
                     )
-                    for _ in range(args.customers)
                 )
-            )
-            elapsed = time.monotonic() - started
-            async with runtime.store.session() as s:
-                stored = await s.scalar(
-                    select(func.count())
-                    .select_from(Message)
-                    .where(Message.sender == "user", Message.client_id.like(f"{run_id}-%"))
-                )
-    figures = report(args, stats, elapsed, int(stored or 0))
+                elapsed = time.monotonic() - started
+        stored = await stored_messages(tmp, args, run_id)
+    figures = report(args, stats, elapsed, stored)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
         print(f"figures written to {args.json}")

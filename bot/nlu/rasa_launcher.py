@@ -14,7 +14,7 @@ This file runs under Rasa's Python 3.10 and imports nothing from the gateway.
 
 import runpy
 import sys
-from typing import Any, Dict
+from typing import Any
 
 import skops.io  # type: ignore[import-not-found]  # noqa: F401  (imported first on purpose)
 
@@ -28,7 +28,7 @@ def _validate_action_results_once() -> None:
     validator_class.check_schema(schema)
     validator = validator_class(schema)
 
-    def validate_action_result(self: Any, result: Dict[str, Any]) -> bool:
+    def validate_action_result(self: Any, result: dict[str, Any]) -> bool:
         try:
             validator.validate(result)
             return True
