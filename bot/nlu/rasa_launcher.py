@@ -24,7 +24,7 @@ import skops.io  # type: ignore[import-not-found]  # noqa: F401  (imported first
 
 
 def _validate_action_results_once() -> None:
-    from jsonschema import ValidationError, validators  # type: ignore[import-not-found]
+    from jsonschema import ValidationError, validators  # type: ignore[import-untyped]
     from rasa.core.actions.action import DOCS_BASE_URL, RemoteAction  # type: ignore[import-not-found]
 
     schema = RemoteAction.action_response_format_spec()
