@@ -44,6 +44,14 @@ class Actor:
         return cls(None, None)
 
 
+def _held_by(agent_id: str) -> ColumnElement[bool]:
+    """Accepted by, or offered to, ``agent_id``."""
+    return or_(
+        and_(Handoff.agent_id == agent_id, Handoff.state == HandoffState.ACCEPTED),
+        and_(Handoff.offered_to == agent_id, Handoff.state == HandoffState.OFFERED),
+    )
+
+
 def _waiting_order() -> tuple[Any, ...]:
     return (Handoff.priority.desc(), Handoff.enqueued_at, Handoff.id)
 
@@ -174,22 +182,7 @@ class HandoffQueueStore:
     async def load_of(self, agent_id: str) -> tuple[int, int]:
         """(accepted conversations, open offers) of an agent."""
         async with self.store.session() as s:
-            rows = (
-                await s.execute(
-                    select(Handoff.state).where(
-                        or_(
-                            and_(
-                                Handoff.agent_id == agent_id,
-                                Handoff.state == HandoffState.ACCEPTED,
-                            ),
-                            and_(
-                                Handoff.offered_to == agent_id,
-                                Handoff.state == HandoffState.OFFERED,
-                            ),
-                        )
-                    )
-                )
-            ).all()
+            rows = (await s.execute(select(Handoff.state).where(_held_by(agent_id)))).all()
         accepted = sum(1 for (state,) in rows if state == HandoffState.ACCEPTED)
         return accepted, len(rows) - accepted
 
@@ -198,20 +191,7 @@ class HandoffQueueStore:
         async with self.store.session() as s:
             return (
                 await s.scalars(
-                    select(Handoff)
-                    .where(
-                        or_(
-                            and_(
-                                Handoff.agent_id == agent_id,
-                                Handoff.state == HandoffState.ACCEPTED,
-                            ),
-                            and_(
-                                Handoff.offered_to == agent_id,
-                                Handoff.state == HandoffState.OFFERED,
-                            ),
-                        )
-                    )
-                    .order_by(Handoff.accepted_at)
+                    select(Handoff).where(_held_by(agent_id)).order_by(Handoff.accepted_at)
                 )
             ).all()
 
