@@ -9,6 +9,7 @@ from aiohttp import web
 from playwright.async_api import BrowserContext, Page, expect
 
 from bot.runtime import Runtime
+from bot.store.handoff_queue import HandoffQueueStore
 from bot.web.keys import DESK
 from tests.browser.conftest import PageErrors
 from tests.browser.test_widget import send
@@ -48,16 +49,9 @@ async def customer_waiting(customer: Page, gateway: str, text: str) -> str:
 
 
 async def handoff_of(rasa_runtime: Runtime, conversation_id: str) -> str:
-    handoff = await _active(rasa_runtime, conversation_id)
-    assert handoff is not None
-    return handoff
-
-
-async def _active(rasa_runtime: Runtime, conversation_id: str) -> str | None:
-    from bot.store.handoff_queue import HandoffQueueStore
-
     found = await HandoffQueueStore(rasa_runtime.store).active_for_conversation(conversation_id)
-    return found.id if found else None
+    assert found is not None
+    return found.id
 
 
 async def test_agent_accepts_chats_both_ways_and_hands_back_to_the_bot(
