@@ -380,3 +380,24 @@ async def test_waiting_customers_survive_a_restart_of_the_service(
             queue = await again.next(lambda f: f["type"] == "queue")
             assert queue["position"] == order.index(handoff_id) + 1
             await again.close()
+
+
+async def test_a_waiting_customer_gone_too_long_has_abandoned(rasa_runtime: Runtime) -> None:
+    settings = dataclasses.replace(rasa_runtime.settings, abandon_after_s=1.0)
+    app = make_app(dataclasses.replace(rasa_runtime, settings=settings))
+    async with serve(app) as client:
+        _, supervisor = await new_agent(app, role="supervisor")
+        chat, handoff_id = await queued_customer(client, supervisor)
+        stays, stays_id = await queued_customer(client, supervisor)
+        await chat.close()
+        async with asyncio.timeout(15):
+            while True:
+                gone = await app[DESK].store.get_handoff(handoff_id)
+                if gone is not None and gone.state == "abandoned":
+                    break
+                await asyncio.sleep(0.2)
+        still = await app[DESK].store.get_handoff(stays_id)
+        assert still is not None and still.state == "queued"  # connected: still waiting
+        events = [e.state for e in await app[DESK].queue.events(handoff_id)]
+        assert events == ["queued", "abandoned"]
+        await stays.close()
