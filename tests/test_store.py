@@ -391,5 +391,5 @@ async def test_a_client_id_is_stored_once_per_conversation(store: SqlStore) -> N
     again = await store.add_message_once("cid-1", "user", "ciao", client_id="m-1")
     elsewhere = await store.add_message_once("cid-2", "user", "ciao", client_id="m-1")
     assert first[1] and not again[1] and elsewhere[1]
-    assert first[0] == again[0] != elsewhere[0]
+    assert first[0].id == again[0].id != elsewhere[0].id
     assert [m.text for m in await store.messages("cid-1")] == ["ciao"]

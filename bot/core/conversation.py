@@ -28,6 +28,7 @@ from bot.core.routing import Route, RouteKind, RoutingTable
 from bot.errors import NluUnavailable
 from bot.nlu.client import BotReply, Entity, NluClient
 from bot.store.sql import SqlStore, utcnow
+from bot.store.tables import Message
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class TurnResult:
     handoff_id: str | None = None
     error: str | None = None  # empty | too_long | nlu_unavailable
     slots: dict[str, Any] = field(default_factory=dict)
-    reply_ids: tuple[int, ...] = ()  # the stored replies, in order (their chat ``seq``)
+    stored: Message | None = None  # the customer's message as stored (masked)
+    stored_replies: tuple[Message, ...] = ()  # the replies as stored, in order
     relayed: bool = False  # stored for the person handling the conversation; no bot turn
     duplicate: bool = False  # this client_id was already stored; nothing was done again
 
@@ -133,12 +135,13 @@ class ConversationService:
         started = utcnow()
         conversation = await self.store.ensure_conversation(conversation_id, channel)
         # stored masked (cards, IBANs, tax codes, phones, e-mails); the turn sees the raw text
-        message_id, stored = await self.store.add_message_once(
+        row, created = await self.store.add_message_once(
             conversation_id, "user", redact(raw), client_id=client_id
         )
+        message_id = row.id
         if on_stored is not None:
             await on_stored(message_id)
-        if not stored:
+        if not created:
             return TurnResult(
                 conversation_id,
                 message_id,
@@ -154,6 +157,7 @@ class ConversationService:
                 conversation.language or DEFAULT_LANGUAGE,
                 (),
                 relayed=True,
+                stored=row,
             )
         if conversation.state == "closed":  # the customer writes again: the bot takes it
             await self.store.update_conversation(conversation_id, state="bot", closed_at=None)
@@ -186,7 +190,7 @@ class ConversationService:
             )
 
         parse = output.parse
-        reply_ids = await self.store.record_turn(
+        reply_rows = await self.store.record_turn(
             message_id,
             parse.intent,
             parse.confidence,
@@ -195,9 +199,9 @@ class ConversationService:
         route = self.routing.route_for(parse.intent)
         new_handoff = None
         if output.slots.get("handoff_id"):  # set by this turn or an earlier one
-            created = await self.store.handoff_since(conversation_id, started)
-            if created is not None:
-                new_handoff, queue = created
+            since = await self.store.handoff_since(conversation_id, started)
+            if since is not None:
+                new_handoff, queue = since
                 route = Route(RouteKind.QUEUE, queue)
         return TurnResult(
             conversation_id=conversation_id,
@@ -210,19 +214,20 @@ class ConversationService:
             route=route,
             handoff_id=new_handoff,
             slots=output.slots,
-            reply_ids=tuple(reply_ids),
+            stored=row,
+            stored_replies=tuple(reply_rows),
         )
 
     async def _system_reply(
         self, conversation_id: str, message_id: int, language: str, error: str
     ) -> TurnResult:
         text = SYSTEM_TEXTS[error][language].format(limit=self.max_message_chars)
-        reply_id = await self.store.add_message(conversation_id, "system", text, status="sent")
+        reply, _ = await self.store.add_message_once(conversation_id, "system", text, "sent")
         return TurnResult(
             conversation_id=conversation_id,
             message_id=message_id,
             language=language,
             replies=(BotReply(text),),
             error=error,
-            reply_ids=(reply_id,),
+            stored_replies=(reply,),
         )

@@ -122,10 +122,6 @@ class Desk:
         payload: str | None = None,
         on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
-        async def stored(message_id: int) -> None:
-            if on_stored is not None:
-                await on_stored(message_id)
-
         turn = await self.conversations.handle(
             conversation_id,
             text,
@@ -133,21 +129,22 @@ class Desk:
             language=language,
             client_id=client_id,
             payload=payload,
-            on_stored=stored,
+            on_stored=on_stored,
         )
         if turn.duplicate:
             return turn
         if turn.relayed:
             handoff = await self.queue.active_for_conversation(conversation_id)
-            if handoff is not None:
-                rows = await self.store.messages(conversation_id, after_id=turn.message_id - 1)
-                frame = {**message_frame(rows[0]), "handoff_id": handoff.id}
-                frame["conversation_id"] = conversation_id
+            if handoff is not None and turn.stored is not None:
+                frame = {
+                    **message_frame(turn.stored),
+                    "handoff_id": handoff.id,
+                    "conversation_id": conversation_id,
+                }
                 self.hub.to_consoles(frame, queue=handoff.queue, agent_id=handoff.agent_id)
             return turn
-        for row in await self.store.messages(conversation_id, after_id=turn.message_id):
-            if row.id in turn.reply_ids:
-                self.hub.to_conversation(conversation_id, message_frame(row))
+        for row in turn.stored_replies:
+            self.hub.to_conversation(conversation_id, message_frame(row))
         if turn.handoff_id:
             handoff = await self.store.get_handoff(turn.handoff_id)
             if handoff is not None:
@@ -250,11 +247,8 @@ class Desk:
 
     async def agent_message(self, agent: Agent, handoff_id: str, text: str) -> Frame:
         handoff = await self._held(agent, handoff_id)
-        message_id = await self.store.add_message(
-            handoff.conversation_id, "agent", text, status="sent"
-        )
-        rows = await self.store.messages(handoff.conversation_id, after_id=message_id - 1)
-        frame = message_frame(rows[0])
+        row, _ = await self.store.add_message_once(handoff.conversation_id, "agent", text, "sent")
+        frame = message_frame(row)
         self.hub.to_conversation(handoff.conversation_id, frame)
         self.hub.to_consoles(
             {**frame, "handoff_id": handoff.id, "conversation_id": handoff.conversation_id},
@@ -323,14 +317,13 @@ class Desk:
         except BotError:  # the store says "bot"; Rasa catches up on the next turn's slots
             log.warning("could not reset the dialogue after a hand-back")
         language = handoff.language if handoff.language in RETURNED_TEXTS else "it"
-        message_id = await self.store.add_message(
-            handoff.conversation_id, "bot", RETURNED_TEXTS[language], status="sent"
+        back, _ = await self.store.add_message_once(
+            handoff.conversation_id, "bot", RETURNED_TEXTS[language], "sent"
         )
-        rows = await self.store.messages(handoff.conversation_id, after_id=message_id - 1)
         self.hub.to_conversation(
             handoff.conversation_id, {"type": "agent_left", "reason": "returned_to_bot"}
         )
-        self.hub.to_conversation(handoff.conversation_id, message_frame(rows[0]))
+        self.hub.to_conversation(handoff.conversation_id, message_frame(back))
         await self._after_change(handoff, "handoff.released")
         return handoff
 

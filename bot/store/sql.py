@@ -153,19 +153,10 @@ class SqlStore:
             )
 
     async def add_message(
-        self,
-        conversation_id: str,
-        sender: str,
-        text: str,
-        status: str = "received",
-        *,
-        client_id: str | None = None,
-        buttons: list[dict[str, str]] | None = None,
+        self, conversation_id: str, sender: str, text: str, status: str = "received"
     ) -> int:
-        message_id, _ = await self.add_message_once(
-            conversation_id, sender, text, status, client_id=client_id, buttons=buttons
-        )
-        return message_id
+        row, _ = await self.add_message_once(conversation_id, sender, text, status)
+        return row.id
 
     async def add_message_once(
         self,
@@ -176,8 +167,8 @@ class SqlStore:
         *,
         client_id: str | None = None,
         buttons: list[dict[str, str]] | None = None,
-    ) -> tuple[int, bool]:
-        """(id, created): a message with a ``client_id`` already stored is not stored again."""
+    ) -> tuple[Message, bool]:
+        """(row, created): a message with a ``client_id`` already stored is not stored again."""
         text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         row = Message(
             conversation_id=conversation_id,
@@ -194,13 +185,13 @@ class SqlStore:
             async with self.session() as s:
                 s.add(row)
                 await s.flush()
-                return row.id, True
+                return row, True
         except IntegrityError:
             if client_id is None:
                 raise
             async with self.session() as s:
                 existing = await s.scalar(
-                    select(Message.id).where(
+                    select(Message).where(
                         Message.conversation_id == conversation_id, Message.client_id == client_id
                     )
                 )
@@ -214,9 +205,9 @@ class SqlStore:
         intent: str | None,
         confidence: float | None,
         replies: Sequence[tuple[str, list[dict[str, str]]]],
-    ) -> list[int]:
+    ) -> list[Message]:
         """Mark the user message processed and store the bot's replies (text, buttons) in one
-        transaction; returns the replies' ids."""
+        transaction; returns the replies' rows."""
         now = utcnow()
         async with self.session() as s:
             await s.execute(
@@ -242,7 +233,7 @@ class SqlStore:
             ]
             s.add_all(rows)
             await s.flush()
-            return [row.id for row in rows]
+            return rows
 
     async def mark_message(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -89,10 +88,6 @@ class PageErrors:
         if url.endswith("/api/session") and "401" in message.text:
             return
         self.items.append(f"console: {message.text} ({url})")
-
-
-def texts(values: list[Any]) -> list[str]:
-    return [str(v) for v in values]
 
 
 @pytest_asyncio.fixture
