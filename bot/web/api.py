@@ -159,6 +159,7 @@ async def get_queues(request: web.Request) -> web.Response:
     agent = _principal(request).agent
     names = _visible_queues(agent, desk)
     waiting = await desk.queue.waiting(names)
+    available = await desk.agents.available_for()
     now = utcnow()
     queues = []
     for name in names:
@@ -172,7 +173,7 @@ async def get_queues(request: web.Request) -> web.Response:
                 "open": desk.routing.queue_is_open(name, now),
                 "waiting": [handoff_json(h, i) for i, h in enumerate(rows, start=1)],
                 "longest_wait_s": int((now - oldest).total_seconds()) if oldest else 0,
-                "agents_available": len(await desk.agents.available_for(name)),
+                "agents_available": sum(1 for a in available if name in a.queues),
             }
         )
     mine = [handoff_json(h) for h in await desk.queue.of_agent(agent.id)]
@@ -346,6 +347,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     now = utcnow()
     figures = await window_figures(desk.store, now - timedelta(hours=hours))
     waiting = await desk.queue.waiting()
+    available = await desk.agents.available_for()
     queues = []
     for name in desk.routing.queues:
         rows = [h for h in waiting if h.queue == name]
@@ -355,7 +357,7 @@ async def get_metrics(request: web.Request) -> web.Response:
                 "name": name,
                 "waiting": len(rows),
                 "longest_wait_s": int((now - oldest).total_seconds()) if oldest else 0,
-                "agents_available": len(await desk.agents.available_for(name)),
+                "agents_available": sum(1 for a in available if name in a.queues),
             }
         )
     agents = []
