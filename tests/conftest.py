@@ -116,6 +116,12 @@ def _rasa_env_or_skip() -> Path:
     return python
 
 
+@pytest.fixture
+def rasa_python() -> Path:
+    """The Rasa environment's Python (a failure under TRIAGE_REQUIRE_SERVICES when missing)."""
+    return _rasa_env_or_skip()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

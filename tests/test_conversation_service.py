@@ -505,21 +505,35 @@ async def test_rasa_client_names_the_status_of_a_server_error(
         assert await client.is_ready() is False
 
 
-async def test_rasa_client_rejects_webhook_answer_that_is_not_a_list(
+async def test_rasa_client_rejects_a_turn_answer_without_messages(
     make_client: Callable[..., RasaHttpClient],
 ) -> None:
-    async def webhook(_request: web.Request) -> web.Response:
-        return web.json_response({"error": "something went wrong"})
+    answers: list[Any] = [
+        [{"text": "a list, as Rasa's REST channel answers"}],
+        {"error": "something went wrong"},
+        {"messages": [], "latest_message": "not an object"},
+        {"messages": [], "slots": ["not", "an", "object"]},
+    ]
 
-    app = rasa_app({("POST", "/webhooks/rest/webhook"): webhook})
+    async def webhook(_request: web.Request) -> web.Response:
+        return web.json_response(answers.pop(0))
+
+    app = rasa_app({("POST", "/webhooks/triage/webhook"): webhook})
     async with TestServer(app) as server:
         client = make_client(str(server.make_url("/")))
-        with pytest.raises(NluUnavailable, match="list"):
+        with pytest.raises(NluUnavailable, match="list of messages"):
+            await client.turn("c1", "ciao")
+        with pytest.raises(NluUnavailable, match="list of messages"):
+            await client.turn("c1", "ciao")
+        with pytest.raises(NluUnavailable, match="malformed"):
+            await client.turn("c1", "ciao")
+        with pytest.raises(NluUnavailable, match="malformed"):
             await client.turn("c1", "ciao")
 
 
 class FakeRasa:
-    """Just enough of Rasa's HTTP API to answer one turn, recording what it was sent."""
+    """Just enough of Rasa's HTTP API (and the project's channel) to answer one turn, recording
+    what it was sent."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
@@ -530,26 +544,21 @@ class FakeRasa:
 
     async def webhook(self, request: web.Request) -> web.Response:
         await self._record(request)
-        return web.json_response(
-            [
-                {
-                    "recipient_id": "web-42",
-                    "text": "Vuole la bolletta di marzo?",
-                    "buttons": [
-                        {"title": "Sì", "payload": "/affirm"},
-                        {"title": "No", "payload": "/deny"},
-                    ],
-                },
-                {"recipient_id": "web-42", "image": "https://example.invalid/x.png"},
-                {"recipient_id": "web-42", "text": "Oppure mi dica il mese."},
-            ]
-        )
-
-    async def tracker(self, request: web.Request) -> web.Response:
-        await self._record(request)
+        messages = [
+            {
+                "recipient_id": "web-42",
+                "text": "Vuole la bolletta di marzo?",
+                "buttons": [
+                    {"title": "Sì", "payload": "/affirm"},
+                    {"title": "No", "payload": "/deny"},
+                ],
+            },
+            {"recipient_id": "web-42", "image": "https://example.invalid/x.png"},
+            {"recipient_id": "web-42", "text": "Oppure mi dica il mese."},
+        ]
         return web.json_response(
             {
-                "sender_id": request.match_info["sender"],
+                "messages": messages,
                 "latest_message": {
                     "text": "codice CL100001",
                     "intent": {"name": "check_balance", "confidence": 0.87},
@@ -568,7 +577,7 @@ class FakeRasa:
                     ],
                 },
                 "slots": {"language": "it", "customer_code": "CL100001"},
-                "active_loop": {"name": "check_balance_form"},
+                "active_loop": "check_balance_form",
             }
         )
 
@@ -589,8 +598,7 @@ class FakeRasa:
     def app(self) -> web.Application:
         return rasa_app(
             {
-                ("POST", "/webhooks/rest/webhook"): self.webhook,
-                ("GET", "/conversations/{sender}/tracker"): self.tracker,
+                ("POST", "/webhooks/triage/webhook"): self.webhook,
                 ("POST", "/conversations/{sender}/tracker/events"): self.events,
                 ("POST", "/model/parse"): self.parse,
                 ("GET", "/status"): self.status,
@@ -621,10 +629,10 @@ async def test_rasa_client_turn_parses_replies_buttons_intent_entities_and_slots
     assert output.active_loop == "check_balance_form"
     assert rasa.requests[0] == (
         "POST",
-        "/webhooks/rest/webhook",
+        "/webhooks/triage/webhook",
         {"sender": "web-42", "message": "codice CL100001", "metadata": {"language": "it"}},
     )
-    assert rasa.requests[1][:2] == ("GET", "/conversations/web-42/tracker?include_events=NONE")
+    assert len(rasa.requests) == 1  # one request per turn
 
 
 async def test_rasa_client_set_slots_posts_slot_events(

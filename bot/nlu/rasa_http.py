@@ -15,6 +15,7 @@ from bot.nlu.parsing import parse_result_from_rasa, replies_from_rasa
 # Rasa handles one message at a time per process: more requests in flight only make each of
 # them slower. Further turns wait here, before their time-out starts, instead of inside Rasa.
 MAX_IN_FLIGHT = 4
+TURN_PATH = "/webhooks/triage/webhook"
 
 
 class RasaHttpClient:
@@ -59,21 +60,21 @@ class RasaHttpClient:
         self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
     ) -> TurnOutput:
         payload = {"sender": conversation_id, "message": text, "metadata": metadata or {}}
-        messages = await self._request("POST", "/webhooks/rest/webhook", payload)
-        if not isinstance(messages, list):
-            raise NluUnavailable("Rasa's REST channel answered with something other than a list")
-        tracker = await self._request(
-            "GET", f"/conversations/{quote(conversation_id, safe='')}/tracker?include_events=NONE"
-        )
-        if not isinstance(tracker, dict):
-            raise NluUnavailable("Rasa's tracker answer is not an object")
-        latest = tracker.get("latest_message") or {}
-        loop = (tracker.get("active_loop") or {}).get("name")
+        # The project's own channel (bot/nlu/rasa_channel.py): the replies and the tracker's
+        # state after the turn in one answer.
+        answer = await self._request("POST", TURN_PATH, payload)
+        if not isinstance(answer, dict) or not isinstance(answer.get("messages"), list):
+            raise NluUnavailable("Rasa's triage channel answered without a list of messages")
+        latest = answer.get("latest_message") or {}
+        slots = answer.get("slots") or {}
+        if not isinstance(latest, dict) or not isinstance(slots, dict):
+            raise NluUnavailable("Rasa's triage channel answered a malformed tracker state")
+        loop = answer.get("active_loop")
         return TurnOutput(
-            replies=replies_from_rasa(messages),
+            replies=replies_from_rasa(answer["messages"]),
             parse=parse_result_from_rasa(latest, text),
-            slots=dict(tracker.get("slots") or {}),
-            active_loop=loop,
+            slots=dict(slots),
+            active_loop=loop if isinstance(loop, str) else None,
         )
 
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:

@@ -13,7 +13,12 @@
    loading trackers. The first class found for a name wins, as in Rasa; an unknown name falls
    back to Rasa's own lookup (and its error).
 
-This file runs under Rasa's Python 3.10 and imports nothing from the gateway.
+It also imports the project's Rasa-side modules next to it, ``rasa_tracker_store`` and
+``rasa_channel`` (named in the endpoints and credentials files the gateway writes), before Rasa
+does: Rasa replaces a tracker store it cannot import by an in-memory one with only a warning,
+which would silently lose every dialogue at the next restart; here the start fails instead.
+
+This file runs under Rasa's Python 3.10 and imports nothing from the gateway package.
 """
 
 import runpy
@@ -68,5 +73,8 @@ def _resolve_event_types_by_table() -> None:
 if __name__ == "__main__":
     _validate_action_results_once()
     _resolve_event_types_by_table()
+    import rasa_channel  # type: ignore[import-not-found]  # noqa: F401  (see the docstring)
+    import rasa_tracker_store  # type: ignore[import-not-found]  # noqa: F401
+
     sys.argv[0] = "rasa"
     runpy.run_module("rasa", run_name="__main__", alter_sys=True)

@@ -1,7 +1,7 @@
 """``RasaSupervisor``: runs the Rasa server on loopback, restarts it when it dies, reports health.
 
-Rasa keeps its dialogue trackers in SQLite in the data directory, so a restart of the Rasa
-process does not lose the state of the conversations in progress.
+Rasa keeps its dialogue trackers in SQLite in the data directory (``rasa_tracker_store.py``),
+so a restart of the Rasa process does not lose the state of the conversations in progress.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from bot.nlu.training import RASA_LAUNCHER, rasa_env
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Modules next to rasa_launcher.py, on the Rasa process's import path.
+TRACKER_STORE = "rasa_tracker_store.TriageTrackerStore"
+TRIAGE_CHANNEL = "rasa_channel.TriageChannel"
 
 
 class RasaState(StrEnum):
@@ -57,8 +60,19 @@ def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
         f"action_endpoint:\n  url: {action_url!r}\n"
         # Our actions never read the domain: do not serialise it into every action call.
         "  enable_selective_domain: true\n"
-        "tracker_store:\n  type: SQL\n  dialect: sqlite\n"
+        # bot/nlu/rasa_tracker_store.py: durable in SQLite, live trackers kept in memory
+        f"tracker_store:\n  type: {TRACKER_STORE!r}\n"
         f"  db: {str(tracker_db)!r}\n",
+        encoding="utf-8",
+    )
+
+
+def write_credentials(path: Path) -> None:
+    """The input channels: the project's own (bot/nlu/rasa_channel.py) for the gateway's turns,
+    and Rasa's REST channel for trying a model by hand."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Written by triage serve; edits are overwritten.\n{TRIAGE_CHANNEL}:\nrest:\n",
         encoding="utf-8",
     )
 
@@ -108,6 +122,8 @@ class RasaSupervisor:
     async def _spawn(self) -> None:
         endpoints = self.data_dir / "rasa" / "endpoints.yml"
         write_endpoints(endpoints, self.action_url, self.data_dir / "rasa" / "trackers.db")
+        credentials = self.data_dir / "rasa" / "credentials.yml"
+        write_credentials(credentials)
         log_path = self.data_dir / "logs" / "rasa.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [
@@ -121,6 +137,8 @@ class RasaSupervisor:
             "127.0.0.1",
             "--endpoints",
             str(endpoints),
+            "--credentials",
+            str(credentials),
         ]
         self._ready.clear()
         self.state = RasaState.STARTING

@@ -1,0 +1,211 @@
+"""Checks of ``TriageTrackerStore`` against Rasa's own classes, run under the Rasa environment's
+Python by ``tests/test_rasa_tracker_store.py`` (the gateway's environment has no Rasa).
+
+Usage: ``python tracker_store_checks.py WORKDIR``; prints ``ok NAME`` per check, exits 1 on the
+first failing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bot" / "nlu"))
+
+from rasa.core.tracker_store import SQLTrackerStore  # noqa: E402
+from rasa.shared.core.domain import Domain  # noqa: E402
+from rasa.shared.core.events import (  # noqa: E402
+    ActionExecuted,
+    BotUttered,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker  # noqa: E402
+from rasa_tracker_store import TriageTrackerStore  # noqa: E402
+
+DOMAIN = Domain.from_yaml(
+    """
+version: "3.1"
+intents: [greet, ask_human]
+slots:
+  customer_code:
+    type: text
+    mappings: [{type: custom}]
+"""
+)
+PHONE_TEXT = "il mio numero è +39 333 123 4567"
+
+
+def session_events(text: str) -> list:
+    return [
+        ActionExecuted("action_session_start"),
+        SessionStarted(),
+        ActionExecuted("action_listen"),
+        UserUttered(text, {"name": "greet", "confidence": 0.9}, parse_data={"text": text}),
+        SlotSet("customer_code", "CL100001"),
+        BotUttered("Buongiorno"),
+    ]
+
+
+def rows(db: Path, sender: str) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT seq, type_name, data FROM tracker_events WHERE sender_id = ? ORDER BY seq",
+            (sender,),
+        ).fetchall()
+
+
+async def a_saved_tracker_is_served_from_memory_and_stored_masked(work: Path) -> None:
+    db = work / "a.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    assert len(tracker.events) == 0
+    tracker.update_with_events(session_events(PHONE_TEXT), DOMAIN)
+    await store.save(tracker)
+    assert await store.retrieve("c1") is tracker
+    stored = rows(db, "c1")
+    assert [seq for seq, _, _ in stored] == list(range(6))
+    assert [t for _, t, _ in stored] == [e.type_name for e in tracker.events]
+    user_row = stored[3][2]
+    assert "333 123" not in user_row and "**********67" in user_row, user_row
+    await store.save(tracker)  # nothing new: nothing written
+    assert len(rows(db, "c1")) == 6
+
+
+async def a_changed_unsaved_tracker_is_read_again(work: Path) -> None:
+    db = work / "b.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events("ciao"), DOMAIN)
+    await store.save(tracker)
+    tracker.update(ActionExecuted("action_listen"))  # a turn that failed before its save
+    again = await store.retrieve("c1")
+    assert again is not tracker and len(again.events) == 6
+    again.update(UserUttered("di nuovo", {"name": "greet", "confidence": 0.9}))
+    await store.save(again)
+    assert [seq for seq, _, _ in rows(db, "c1")] == list(range(7))
+    assert await store.retrieve("c1") is again
+
+
+async def a_reopened_store_gives_the_same_dialogue(work: Path) -> None:
+    db = work / "c.db"
+    first = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await first.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events(PHONE_TEXT), DOMAIN)
+    await first.save(tracker)
+    second = TriageTrackerStore(DOMAIN, db=str(db))
+    back = await second.retrieve("c1")
+    assert back is not None and back is not tracker
+    assert [e.type_name for e in back.events] == [e.type_name for e in tracker.events]
+    assert back.get_slot("customer_code") == "CL100001"
+    assert back.latest_message.intent["name"] == "greet"
+    assert "333 123" not in back.latest_message.text
+    assert await second.retrieve("unknown") is None
+    assert await second.exists("c1") and not await second.exists("unknown")
+    assert list(await second.keys()) == ["c1"]
+
+
+async def retrieve_starts_at_the_last_session(work: Path) -> None:
+    db = work / "d.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events("prima"), DOMAIN)
+    await store.save(tracker)
+    tracker.update_with_events(session_events("seconda")[:4], DOMAIN)
+    await store.save(tracker)
+    latest = await store.retrieve("c1")
+    assert latest is not tracker  # a new session: read back from where it starts
+    assert [e.type_name for e in latest.events][:2] == ["action", "session_started"]
+    assert len(latest.events) == 4 and latest.latest_message.text == "seconda"
+    full = await store.retrieve_full_tracker("c1")
+    assert len(full.events) == 10
+    # a full tracker saved with one more event appends just that one
+    full.update(BotUttered("ancora"))
+    await store.save(full)
+    assert len(rows(db, "c1")) == 11
+    assert len((await store.retrieve("c1")).events) == 5
+
+
+async def a_tracker_built_elsewhere_appends_only_what_is_new(work: Path) -> None:
+    db = work / "e.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events("ciao"), DOMAIN)
+    await store.save(tracker)
+    elsewhere = DialogueStateTracker.from_events(
+        "c1", [*session_events("ciao"), BotUttered("in più")], DOMAIN.slots
+    )
+    await store.save(elsewhere)
+    stored = rows(db, "c1")
+    assert len(stored) == 7 and json.loads(stored[-1][2])["text"] == "in più"
+
+
+async def events_of_rasas_sql_store_are_taken_over(work: Path) -> None:
+    db = work / "f.db"
+    rasa_store = SQLTrackerStore(DOMAIN, dialect="sqlite", db=str(db))
+    tracker = await rasa_store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events(PHONE_TEXT), DOMAIN)
+    await rasa_store.save(tracker)
+    rasa_store.engine.dispose()
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    back = await store.retrieve("c1")
+    assert [e.type_name for e in back.events] == [e.type_name for e in tracker.events]
+    assert back.get_slot("customer_code") == "CL100001"
+    with sqlite3.connect(db) as conn:
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "events" not in tables, tables
+    assert all("333 123" not in data for _, _, data in rows(db, "c1"))
+
+
+async def entities_read_in_masked_text_are_masked_too(work: Path) -> None:
+    db = work / "g.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    text = "codice CL100001, telefono 333 1234567"
+    entities = [
+        {"entity": "customer_code", "value": "CL100001", "start": 7, "end": 15},
+        {"entity": "meter_reading", "value": "1234567", "start": 30, "end": 37},
+    ]
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update(UserUttered(text, {"name": "greet"}, entities, {"text": text}))
+    await store.save(tracker)
+    (_, _, data), = rows(db, "c1")
+    stored = json.loads(data)
+    assert stored["text"] == stored["parse_data"]["text"] == "codice CL100001, telefono ********67"
+    values = [e["value"] for e in stored["parse_data"]["entities"]]
+    assert values == ["CL100001", "*******"], values
+    assert tracker.latest_message.text == text  # the live tracker keeps the text
+
+
+CHECKS: list[Callable[[Path], Awaitable[None]]] = [
+    a_saved_tracker_is_served_from_memory_and_stored_masked,
+    a_changed_unsaved_tracker_is_read_again,
+    a_reopened_store_gives_the_same_dialogue,
+    retrieve_starts_at_the_last_session,
+    a_tracker_built_elsewhere_appends_only_what_is_new,
+    events_of_rasas_sql_store_are_taken_over,
+    entities_read_in_masked_text_are_masked_too,
+]
+
+
+def main() -> int:
+    work = Path(sys.argv[1])
+    for check in CHECKS:
+        try:
+            asyncio.run(check(work))
+        except Exception:
+            print(f"FAILED {check.__name__}")
+            traceback.print_exc()
+            return 1
+        print(f"ok {check.__name__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The project's Rasa-side tracker store and input channel (``bot/nlu/rasa_tracker_store.py``,
+``bot/nlu/rasa_channel.py``): unit checks under the Rasa environment, then the real server."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.nlu.training import rasa_env
+from bot.runtime import Runtime
+
+pytestmark = pytest.mark.rasa
+
+CHECKS = Path(__file__).parent / "rasa_side" / "tracker_store_checks.py"
+CHECK_NAMES = (
+    "a_saved_tracker_is_served_from_memory_and_stored_masked",
+    "a_changed_unsaved_tracker_is_read_again",
+    "a_reopened_store_gives_the_same_dialogue",
+    "retrieve_starts_at_the_last_session",
+    "a_tracker_built_elsewhere_appends_only_what_is_new",
+    "events_of_rasas_sql_store_are_taken_over",
+    "entities_read_in_masked_text_are_masked_too",
+)
+
+
+def test_tracker_store_checks_pass_under_rasa(rasa_python: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(rasa_python), str(CHECKS), str(tmp_path)],
+        env=rasa_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    passed = [line.removeprefix("ok ") for line in done.stdout.splitlines() if line[:3] == "ok "]
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert tuple(passed) == CHECK_NAMES
+
+
+def _tracker_rows(runtime: Runtime, sender: str) -> list[tuple[str, str]]:
+    db = runtime.settings.data_dir / "rasa" / "trackers.db"
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT type_name, data FROM tracker_events WHERE sender_id = ? ORDER BY seq",
+            (sender,),
+        ).fetchall()
+
+
+async def test_rasa_keeps_the_dialogue_in_the_project_store_with_texts_masked(
+    rasa_runtime: Runtime,
+) -> None:
+    conversation = f"mask-{uuid.uuid4().hex[:8]}"
+    turn = await rasa_runtime.conversations.handle(
+        conversation, "voglio parlare con un operatore, il mio numero è 333 1234567", channel="chat"
+    )
+    assert turn.error is None and turn.replies
+    rows = _tracker_rows(rasa_runtime, conversation)
+    user_rows = [data for kind, data in rows if kind == "user"]
+    assert len(user_rows) == 1
+    # the text and any entity the NLU read in the masked number
+    assert "1234567" not in user_rows[0] and "333" not in user_rows[0]
+    assert "operatore" in user_rows[0]
+    assert any(kind == "bot" for kind, _ in rows)
+
+
+async def test_the_triage_channel_rejects_malformed_turns(rasa_runtime: Runtime) -> None:
+    assert rasa_runtime.supervisor is not None
+    url = rasa_runtime.supervisor.url + "/webhooks/triage/webhook"
+    bad_bodies: list[object] = [
+        ["not", "an", "object"],
+        {"message": "ciao"},
+        {"sender": "", "message": "ciao"},
+        {"sender": "x", "message": 42},
+        {"sender": "x", "message": "ciao", "metadata": "nope"},
+    ]
+    async with aiohttp.ClientSession() as http:
+        for body in bad_bodies:
+            async with http.post(url, json=body) as resp:
+                answer = await resp.json()
+                assert (resp.status, answer["error"]) == (400, "bad_request"), body
+    assert _tracker_rows(rasa_runtime, "x") == []
