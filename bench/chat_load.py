@@ -54,6 +54,7 @@ START_TIMEOUT_S = 240
 @dataclass
 class Stats:
     reply_ms: list[float] = field(default_factory=list)
+    reply_ms_by_step: dict[str, list[float]] = field(default_factory=dict)
     ack_ms: list[float] = field(default_factory=list)
     sent: int = 0
     acked: int = 0
@@ -87,7 +88,7 @@ async def customer(
                 for step in script.steps:
                     if time.monotonic() >= deadline:
                         break
-                    await one_message(ws, step.text, run_id, stats)
+                    await one_message(ws, step.text, run_id, stats, f"{script.name}:{step.text}")
                     await asyncio.sleep(rng.uniform(*think))
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.errors.append(type(exc).__name__)
@@ -95,7 +96,7 @@ async def customer(
 
 
 async def one_message(
-    ws: aiohttp.ClientWebSocketResponse, text: str, run_id: str, stats: Stats
+    ws: aiohttp.ClientWebSocketResponse, text: str, run_id: str, stats: Stats, step: str
 ) -> None:
     client_id = f"{run_id}-{secrets.token_hex(6)}"
     started = time.perf_counter()
@@ -114,7 +115,9 @@ async def one_message(
                     stats.ack_ms.append((time.perf_counter() - started) * 1000)
                 elif kind == "message" and frame.get("sender") in ("bot", "system") and acked:
                     replied = True
-                    stats.reply_ms.append((time.perf_counter() - started) * 1000)
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    stats.reply_ms.append(elapsed_ms)
+                    stats.reply_ms_by_step.setdefault(step, []).append(elapsed_ms)
                 elif kind == "queue" and acked:
                     replied = True  # waiting for a person: later messages get no bot reply
                 elif kind == "error":
@@ -262,6 +265,10 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
             for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
         },
         "ack_ms": {p: pct(stats.ack_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95))},
+        "reply_ms_by_step": {
+            step: {"n": len(values), "p50": pct(values, 0.5), "p95": pct(values, 0.95)}
+            for step, values in sorted(stats.reply_ms_by_step.items())
+        },
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -273,6 +280,8 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
     )
     print(f"bot reply ms  p50 {r['p50']}  p95 {r['p95']}  p99 {r['p99']}  max {r['max']}")
     print(f"ack ms        p50 {a['p50']}  p95 {a['p95']}")
+    slowest = sorted(figures["reply_ms_by_step"].items(), key=lambda kv: -kv[1]["p95"])[:4]
+    print("slowest steps (p95 ms): " + ", ".join(f"{k} {v['p95']}" for k, v in slowest))
     print(
         f"sent {stats.sent}, acked {stats.acked}, stored {stored}, lost {figures['lost']}, "
         f"no reply {stats.no_reply}, errors {len(stats.errors)} {sorted(set(stats.errors))[:5]}"

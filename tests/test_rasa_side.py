@@ -1,5 +1,6 @@
-"""The project's Rasa-side tracker store and input channel (``bot/nlu/rasa_tracker_store.py``,
-``bot/nlu/rasa_channel.py``): unit checks under the Rasa environment, then the real server."""
+"""The project's code that runs inside Rasa: the tracker store (``bot/nlu/rasa_tracker_store.py``),
+the input channel (``bot/nlu/rasa_channel.py``) and the launcher's validation of action answers
+(``bot/nlu/rasa_launcher.py``): checks under the Rasa environment, then the real server."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from bot.runtime import Runtime
 
 pytestmark = pytest.mark.rasa
 
+
+def _run_under_rasa(rasa_python: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(rasa_python), *args], env=rasa_env(), capture_output=True, text=True, timeout=300
+    )
+
 CHECKS = Path(__file__).parent / "rasa_side" / "tracker_store_checks.py"
+LAUNCHER_CHECKS = Path(__file__).parent / "rasa_side" / "launcher_checks.py"
 CHECK_NAMES = (
     "a_saved_tracker_is_served_from_memory_and_stored_masked",
     "a_changed_unsaved_tracker_is_read_again",
@@ -29,16 +37,16 @@ CHECK_NAMES = (
 
 
 def test_tracker_store_checks_pass_under_rasa(rasa_python: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(rasa_python), str(CHECKS), str(tmp_path)],
-        env=rasa_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _run_under_rasa(rasa_python, str(CHECKS), str(tmp_path))
     passed = [line.removeprefix("ok ") for line in done.stdout.splitlines() if line[:3] == "ok "]
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert tuple(passed) == CHECK_NAMES
+
+
+def test_action_answers_are_validated_as_rasa_does(rasa_python: Path) -> None:
+    done = _run_under_rasa(rasa_python, str(LAUNCHER_CHECKS))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "agree on 3027 answers" in done.stdout
 
 
 def _tracker_rows(runtime: Runtime, sender: str) -> list[tuple[str, str]]:
