@@ -145,6 +145,7 @@ async def gateway_process(tmp: Path, model: Path, args: argparse.Namespace) -> A
         TRIAGE_ACTION_PORT=str(free_port()),
         TRIAGE_CHAT_RATE_PER_S="100",
         TRIAGE_CHAT_BURST="100",
+        TRIAGE_RASA_WORKERS=str(args.rasa_workers),
     )
     if args.database_url:
         env["TRIAGE_DATABASE_URL"] = args.database_url
@@ -250,6 +251,7 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
 
     figures = {
         "customers": args.customers,
+        "rasa_workers": args.rasa_workers,
         "duration_s": round(elapsed, 1),
         "think_s": list(args.think),
         "conversations": stats.conversations,
@@ -274,7 +276,7 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
     }
     r, a = figures["reply_ms"], figures["ack_ms"]
     print(
-        f"\ncustomers {args.customers}, {elapsed:.0f} s, think "
+        f"\ncustomers {args.customers}, Rasa workers {args.rasa_workers}, {elapsed:.0f} s, think "
         f"{args.think[0]}-{args.think[1]} s: {stats.conversations} conversations, "
         f"{stats.sent} messages ({figures['messages_per_s']}/s)"
     )
@@ -297,6 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--think-s", default="10,20", help="think time between messages, MIN,MAX seconds"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rasa-workers", type=int, default=min(2, os.cpu_count() or 1), help="Rasa processes"
+    )
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -59,7 +60,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         base = f"http://{settings.http_host}:{settings.http_port}"
         print(
-            f"triage: HTTP on {base} (health: /healthz); Rasa on {settings.rasa_url} "
+            f"triage: HTTP on {base} (health: /healthz); Rasa on {', '.join(settings.rasa_urls)} "
             "(loopback only)"
         )
         print(f"triage: chat demo page {base}/chat/demo; widget script {base}/chat/widget.js")
@@ -80,6 +81,11 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         print("triage: the SIP bridge is not part of this build yet; no SIP port is opened")
         print("triage: press Ctrl-C to stop", flush=True)
+        # What is alive now (modules, the app, the store's engine) lives as long as the process:
+        # out of the garbage collector's reach, a full collection walks only what came after.
+        # Under chat load, full collections over everything paused the gateway 80-120 ms.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -57,6 +57,10 @@ class Settings:
     sip_port: int = 5060
     action_port: int = 5055
     rasa_port: int = 5005
+    # Rasa processes (ports rasa_port, rasa_port + 1, ...); a conversation always goes to one.
+    # One per core, up to two: a Rasa process uses a core and serves one message at a time, and
+    # the gateway needs CPU too.
+    rasa_workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     database_url: str = ""
     nlu_data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "nlu_data")
     routing_file: Path = field(default_factory=lambda: PROJECT_ROOT / "config" / "routing.yml")
@@ -92,7 +96,13 @@ class Settings:
 
     @property
     def rasa_url(self) -> str:
-        return self.external_rasa_url or f"http://127.0.0.1:{self.rasa_port}"
+        return self.rasa_urls[0]
+
+    @property
+    def rasa_urls(self) -> list[str]:
+        if self.external_rasa_url:
+            return [self.external_rasa_url]
+        return [f"http://127.0.0.1:{self.rasa_port + i}" for i in range(self.rasa_workers)]
 
     @property
     def action_url(self) -> str:
@@ -113,6 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_SIP_PORT",
         "TRIAGE_ACTION_PORT",
         "TRIAGE_RASA_PORT",
+        "TRIAGE_RASA_WORKERS",
         "TRIAGE_DATABASE_URL",
         "TRIAGE_NLU_DATA_DIR",
         "TRIAGE_ROUTING_FILE",
@@ -151,6 +162,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sip_port=_int(env, "TRIAGE_SIP_PORT", base.sip_port, 0, 65535),
         action_port=_int(env, "TRIAGE_ACTION_PORT", base.action_port, 1, 65535),
         rasa_port=_int(env, "TRIAGE_RASA_PORT", base.rasa_port, 1, 65535),
+        rasa_workers=_int(env, "TRIAGE_RASA_WORKERS", base.rasa_workers, 1, 8),
         database_url=url,
         nlu_data_dir=_path(env, "TRIAGE_NLU_DATA_DIR", base.nlu_data_dir),
         routing_file=_path(env, "TRIAGE_ROUTING_FILE", base.routing_file),

@@ -6,6 +6,7 @@ serve``, ``triage shell``, ``triage nlu`` and the tests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -35,7 +36,8 @@ class Runtime:
     routing: RoutingTable
     nlu: RasaHttpClient
     conversations: ConversationService
-    supervisor: RasaSupervisor | None
+    # the supervised Rasa workers (none when Rasa runs elsewhere or is reused)
+    supervisors: tuple[RasaSupervisor, ...]
     api_token: str
 
 
@@ -68,8 +70,8 @@ async def serve_action_webhook(
         await runner.cleanup()
 
 
-async def rasa_answers(url: str) -> bool:
-    probe = RasaHttpClient(url, timeout_s=2)
+async def rasa_answers(urls: list[str]) -> bool:
+    probe = RasaHttpClient(urls, timeout_s=2)
     try:
         return await probe.is_ready()
     finally:
@@ -87,14 +89,14 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     routing = load_routing(settings.routing_file)
     store = await SqlStore.open(settings.effective_database_url)
-    nlu = RasaHttpClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s)
-    supervisor: RasaSupervisor | None = None
+    nlu = RasaHttpClient(settings.rasa_urls, timeout_s=settings.rasa_timeout_s)
+    supervisors: list[RasaSupervisor] = []
     try:
         await seed_demo_data(store)
         async with contextlib.AsyncExitStack() as stack:
             external = bool(settings.external_rasa_url)
             reused = (
-                not external and reuse_rasa and with_rasa and await rasa_answers(settings.rasa_url)
+                not external and reuse_rasa and with_rasa and await rasa_answers(settings.rasa_urls)
             )
             if with_actions and not reused:
                 await stack.enter_async_context(
@@ -108,16 +110,22 @@ async def open_runtime(
                     TrainingInputs.default(settings.nlu_data_dir),
                     settings.models_dir,
                 )
-                supervisor = RasaSupervisor(
-                    settings.rasa_python,
-                    model,
-                    settings.rasa_port,
-                    settings.data_dir,
-                    settings.action_url,
-                    settings.rasa_start_timeout_s,
-                )
-                stack.push_async_callback(supervisor.stop)
-                await supervisor.start()
+                supervisors = [
+                    RasaSupervisor(
+                        settings.rasa_python,
+                        model,
+                        settings.rasa_port + worker,
+                        settings.data_dir,
+                        settings.action_url,
+                        settings.rasa_start_timeout_s,
+                        worker=worker,
+                    )
+                    for worker in range(settings.rasa_workers)
+                ]
+                for supervisor in supervisors:
+                    stack.push_async_callback(supervisor.stop)
+                # the workers load the model side by side, one per core
+                await asyncio.gather(*(supervisor.start() for supervisor in supervisors))
             elif reused:
                 log.info("reusing the Rasa server already running", extra={"url": nlu.base_url})
             yield Runtime(
@@ -126,7 +134,7 @@ async def open_runtime(
                 routing=routing,
                 nlu=nlu,
                 conversations=ConversationService(store, nlu, routing, settings.max_message_chars),
-                supervisor=supervisor,
+                supervisors=tuple(supervisors),
                 api_token=api_token_for(settings),
             )
     finally:

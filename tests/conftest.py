@@ -7,6 +7,7 @@ unless ``TRIAGE_REQUIRE_SERVICES=1`` (set in CI), which turns the skip into a fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -128,6 +129,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+RASA_WORKERS = 2  # as `triage serve` runs on two cores: conversations split between two Rasas
+
+
+def _free_rasa_ports(count: int) -> int:
+    """A first port such that it and the next count - 1 are free."""
+    for _ in range(50):
+        first = _free_port()
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(first, first + count):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def write_test_routing(path: Path) -> Path:
     """The project's routing table with every queue open around the clock, except one queue
     that is closed all of today (Europe/Rome), so out-of-hours behaviour is deterministic."""
@@ -153,7 +172,8 @@ async def rasa_runtime(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     data_dir = tmp_path_factory.mktemp("runtime")
     settings = Settings(
         data_dir=data_dir,
-        rasa_port=_free_port(),
+        rasa_port=_free_rasa_ports(RASA_WORKERS),
+        rasa_workers=RASA_WORKERS,
         action_port=_free_port(),
         rasa_python=rasa_python,
         routing_file=write_test_routing(data_dir / "routing.yml"),

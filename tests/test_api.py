@@ -27,7 +27,11 @@ async def test_healthz_reports_rasa_and_database(client: TestClient[object, obje
     resp = await client.get("/healthz")
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "ok"
-    assert body["rasa"]["ready"] is True and body["rasa"]["state"] == "ready"
+    assert body["rasa"]["ready"] is True
+    workers = body["rasa"]["workers"]
+    assert len(workers) == len(body["rasa"]["urls"]) == 2
+    assert [w["state"] for w in workers] == ["ready", "ready"]
+    assert len({w["pid"] for w in workers}) == 2
     assert body["database"]["ready"] is True
 
 

@@ -18,6 +18,18 @@ def test_load_settings_uses_defaults_with_an_empty_environment() -> None:
     assert settings.http_port == 8080
     assert settings.max_message_chars == 2000
     assert settings.rasa_url == f"http://127.0.0.1:{settings.rasa_port}"
+    assert 1 <= settings.rasa_workers <= 2 and len(settings.rasa_urls) == settings.rasa_workers
+
+
+def test_rasa_workers_listen_on_consecutive_ports_unless_rasa_is_external() -> None:
+    settings = load_settings({"TRIAGE_RASA_WORKERS": "3", "TRIAGE_RASA_PORT": "7000"})
+    assert settings.rasa_urls == [f"http://127.0.0.1:{p}" for p in (7000, 7001, 7002)]
+    external = load_settings(
+        {"TRIAGE_RASA_WORKERS": "3", "TRIAGE_EXTERNAL_RASA_URL": "http://rasa:5005/"}
+    )
+    assert external.rasa_urls == ["http://rasa:5005"]
+    with pytest.raises(ConfigError, match="TRIAGE_RASA_WORKERS"):
+        load_settings({"TRIAGE_RASA_WORKERS": "0"})
 
 
 def test_load_settings_ignores_variables_outside_its_prefix() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from bot.core.conversation import ConversationService
 from bot.nlu.rasa_http import RasaHttpClient
-from bot.nlu.supervisor import RasaState
+from bot.nlu.supervisor import RasaState, RasaSupervisor
 from bot.runtime import Runtime
 
 pytestmark = pytest.mark.rasa
@@ -24,25 +24,27 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RASA_PYTHON = PROJECT_ROOT / ".venv-rasa" / "bin" / "python"
 
 
-async def _wait_until_ready(runtime: Runtime, restarts: int, timeout_s: float = 240) -> None:
-    assert runtime.supervisor is not None
+async def _wait_until_ready(
+    supervisor: RasaSupervisor, restarts: int, timeout_s: float = 240
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        health = runtime.supervisor.health()
+        health = supervisor.health()
         if health.restarts >= restarts and health.state is RasaState.READY:
             return
         await asyncio.sleep(0.5)
-    raise AssertionError(f"Rasa was not restarted in {timeout_s} s: {runtime.supervisor.health()}")
+    raise AssertionError(f"Rasa was not restarted in {timeout_s} s: {supervisor.health()}")
 
 
 async def test_killed_rasa_is_restarted_and_the_conversation_resumes(
     rasa_runtime: Runtime,
 ) -> None:
-    assert rasa_runtime.supervisor is not None
     conversation = f"fault-{uuid.uuid4().hex[:8]}"
+    # the worker that owns the conversation is killed; the others keep serving theirs
+    supervisor = rasa_runtime.supervisors[rasa_runtime.nlu.worker_for(conversation)]
     service = rasa_runtime.conversations
     await service.handle(conversation, "quanto devo pagare?", channel="chat")
-    before = rasa_runtime.supervisor.health()
+    before = supervisor.health()
     assert before.pid is not None
     os.kill(before.pid, signal.SIGKILL)
     await asyncio.sleep(0.2)
@@ -52,8 +54,8 @@ async def test_killed_rasa_is_restarted_and_the_conversation_resumes(
     messages = await rasa_runtime.store.messages(conversation)
     assert (messages[-2].text, messages[-2].status) == ("CL100001", "failed")
 
-    await _wait_until_ready(rasa_runtime, before.restarts + 1)
-    assert rasa_runtime.supervisor.health().pid != before.pid
+    await _wait_until_ready(supervisor, before.restarts + 1)
+    assert supervisor.health().pid != before.pid
     # The dialogue state survived the restart (trackers are kept in SQLite): the form goes on.
     again = await service.handle(conversation, "CL100001", channel="chat")
     assert again.error is None and again.slots.get("requested_slot") == "id_postcode"

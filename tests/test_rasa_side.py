@@ -76,8 +76,8 @@ async def test_rasa_keeps_the_dialogue_in_the_project_store_with_texts_masked(
 
 
 async def test_the_triage_channel_rejects_malformed_turns(rasa_runtime: Runtime) -> None:
-    assert rasa_runtime.supervisor is not None
-    url = rasa_runtime.supervisor.url + "/webhooks/triage/webhook"
+    worker = rasa_runtime.supervisors[rasa_runtime.nlu.worker_for("x")]
+    url = worker.url + "/webhooks/triage/webhook"
     bad_bodies: list[object] = [
         ["not", "an", "object"],
         {"message": "ciao"},

@@ -1,8 +1,16 @@
-"""``RasaHttpClient``: the NLU seam over Rasa's HTTP API on loopback."""
+"""``RasaHttpClient``: the NLU seam over Rasa's HTTP API on loopback.
+
+With several Rasa processes (workers), a conversation always goes to the same one, chosen by a
+stable hash of its id: each worker keeps the trackers of its conversations in memory
+(``rasa_tracker_store.py``), and Rasa's per-conversation lock only holds within a process.
+Parsing outside a conversation goes to the workers in turn.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import zlib
 from typing import Any
 from urllib.parse import quote
 
@@ -20,12 +28,24 @@ TURN_PATH = "/webhooks/triage/webhook"
 
 class RasaHttpClient:
     def __init__(
-        self, base_url: str, timeout_s: float = 10.0, max_in_flight: int = MAX_IN_FLIGHT
+        self,
+        base_urls: str | list[str],
+        timeout_s: float = 10.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError("at least one Rasa URL is needed")
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.base_url = self.base_urls[0]
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._in_flight = [asyncio.Semaphore(max_in_flight) for _ in self.base_urls]
+        self._next_worker = itertools.cycle(range(len(self.base_urls)))
+
+    def worker_for(self, conversation_id: str) -> int:
+        """The worker that owns a conversation (stable across gateway restarts)."""
+        return zlib.crc32(conversation_id.encode("utf-8")) % len(self.base_urls)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -34,10 +54,14 @@ class RasaHttpClient:
             )
         return self._session
 
-    async def _request(self, method: str, path: str, json: Any = None) -> Any:
-        url = self.base_url + path
+    async def _request(self, worker: int, method: str, path: str, json: Any = None) -> Any:
+        base_url = self.base_urls[worker]
+        url = base_url + path
         try:
-            async with self._in_flight, self._http().request(method, url, json=json) as resp:
+            async with (
+                self._in_flight[worker],
+                self._http().request(method, url, json=json) as resp,
+            ):
                 if resp.status >= 400:
                     body = (await resp.text())[:300]
                     raise NluUnavailable(f"Rasa answered {resp.status} to {method} {path}: {body}")
@@ -50,10 +74,10 @@ class RasaHttpClient:
         except TimeoutError as exc:
             raise NluTimeout(f"Rasa did not answer {method} {path} in time") from exc
         except aiohttp.ClientError as exc:
-            raise NluUnavailable(f"Rasa is not reachable at {self.base_url}: {exc}") from exc
+            raise NluUnavailable(f"Rasa is not reachable at {base_url}: {exc}") from exc
 
     async def parse(self, text: str) -> ParseResult:
-        data = await self._request("POST", "/model/parse", {"text": text})
+        data = await self._request(next(self._next_worker), "POST", "/model/parse", {"text": text})
         return parse_result_from_rasa(data, text)
 
     async def turn(
@@ -62,7 +86,7 @@ class RasaHttpClient:
         payload = {"sender": conversation_id, "message": text, "metadata": metadata or {}}
         # The project's own channel (bot/nlu/rasa_channel.py): the replies and the tracker's
         # state after the turn in one answer.
-        answer = await self._request("POST", TURN_PATH, payload)
+        answer = await self._request(self.worker_for(conversation_id), "POST", TURN_PATH, payload)
         if not isinstance(answer, dict) or not isinstance(answer.get("messages"), list):
             raise NluUnavailable("Rasa's triage channel answered without a list of messages")
         latest = answer.get("latest_message") or {}
@@ -80,14 +104,20 @@ class RasaHttpClient:
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
         events = [{"event": "slot", "name": k, "value": v} for k, v in slots.items()]
         await self._request(
+            self.worker_for(conversation_id),
             "POST",
             f"/conversations/{quote(conversation_id, safe='')}/tracker/events?include_events=NONE",
             events,
         )
 
     async def is_ready(self) -> bool:
+        """Whether every worker answers and has a model loaded."""
+        ready = await asyncio.gather(*(self._worker_ready(w) for w in range(len(self.base_urls))))
+        return all(ready)
+
+    async def _worker_ready(self, worker: int) -> bool:
         try:
-            status = await self._request("GET", "/status")
+            status = await self._request(worker, "GET", "/status")
         except NluUnavailable:
             return False
         return isinstance(status, dict) and bool(status.get("model_file"))

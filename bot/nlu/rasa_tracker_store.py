@@ -131,9 +131,9 @@ class TriageTrackerStore(TrackerStore, SerializedTrackerAsText):  # type: ignore
         self._cache: OrderedDict[str, Any] = OrderedDict()
         # the event loop's thread is the only one to use it (Rasa calls stores from its loop)
         self._db = sqlite3.connect(str(self.path), isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=5000")  # first: other workers share the file
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(SCHEMA)
         self._copy_rasa_sql_events()
         log.info("triage tracker store ready")
@@ -257,15 +257,14 @@ class TriageTrackerStore(TrackerStore, SerializedTrackerAsText):  # type: ignore
 
     def _copy_rasa_sql_events(self) -> None:
         db = self._db
-        has_rasa_table = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-        ).fetchone()
-        if not has_rasa_table:
-            return
-        if db.execute("SELECT 1 FROM tracker_events LIMIT 1").fetchone():
-            return
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # workers starting together: one copies, the others see it
         try:
+            has_rasa_table = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+            ).fetchone()
+            if not has_rasa_table or db.execute("SELECT 1 FROM tracker_events LIMIT 1").fetchone():
+                db.execute("COMMIT")
+                return
             rows = db.execute(
                 "SELECT sender_id, type_name, action_name, data FROM events ORDER BY id"
             ).fetchall()

@@ -86,8 +86,11 @@ class RasaSupervisor:
         data_dir: Path,
         action_url: str,
         start_timeout_s: float = 180.0,
+        worker: int = 0,
     ) -> None:
         self.rasa_python = rasa_python
+        self.worker = worker
+        self.log_path = data_dir / "logs" / ("rasa.log" if worker == 0 else f"rasa-{worker}.log")
         self.model = model
         self.port = port
         self.data_dir = data_dir
@@ -124,7 +127,7 @@ class RasaSupervisor:
         write_endpoints(endpoints, self.action_url, self.data_dir / "rasa" / "trackers.db")
         credentials = self.data_dir / "rasa" / "credentials.yml"
         write_credentials(credentials)
-        log_path = self.data_dir / "logs" / "rasa.log"
+        log_path = self.log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [
             "run",
@@ -165,7 +168,7 @@ class RasaSupervisor:
                     self.last_exit_code = self._proc.returncode
                     raise NluUnavailable(
                         f"Rasa exited with {self._proc.returncode} while starting; "
-                        f"see {self.data_dir / 'logs' / 'rasa.log'}"
+                        f"see {self.log_path}"
                     )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                     async with http.get(f"{self.url}/status") as resp:

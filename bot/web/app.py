@@ -113,16 +113,18 @@ async def database_ready(runtime: Runtime) -> bool:
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     rasa_ready = await runtime.nlu.is_ready()
-    rasa: dict[str, Any] = {"ready": rasa_ready, "url": runtime.nlu.base_url}
-    if runtime.supervisor is not None:
-        h = runtime.supervisor.health()
-        rasa.update(
-            state=h.state.value,
-            pid=h.pid,
-            restarts=h.restarts,
-            model=h.model,
-            last_exit_code=h.last_exit_code,
-        )
+    rasa: dict[str, Any] = {"ready": rasa_ready, "urls": runtime.nlu.base_urls}
+    if runtime.supervisors:
+        rasa["workers"] = [
+            {
+                "state": h.state.value,
+                "pid": h.pid,
+                "restarts": h.restarts,
+                "model": h.model,
+                "last_exit_code": h.last_exit_code,
+            }
+            for h in (supervisor.health() for supervisor in runtime.supervisors)
+        ]
     database = await database_ready(runtime)
     ok = rasa_ready and database
     return web.json_response(
