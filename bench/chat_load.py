@@ -51,6 +51,31 @@ REPLY_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 240
 
 
+def cpu_calibration_ms() -> float:
+    """The best of three timings of a fixed pure-Python loop: the host's CPU speed right now.
+
+    The development machines are virtual and their CPU speed swings up to twice over within
+    minutes; the figure before and after a run says which conditions it ran in."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return round(best, 1)
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(all, steal) CPU time of the host so far, from /proc/stat (zeros elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return (0, 0)
+    values = [int(v) for v in fields]
+    return (sum(values[:8]), values[7] if len(values) > 7 else 0)
+
+
 @dataclass
 class Stats:
     reply_ms: list[float] = field(default_factory=list)
@@ -220,6 +245,8 @@ async def bench(args: argparse.Namespace) -> int:
                     f"{args.think[0]}-{args.think[1]} s ...",
                     flush=True,
                 )
+                args.calibration_before_ms = cpu_calibration_ms()
+                jiffies_before = cpu_jiffies()
                 started = time.monotonic()
                 deadline = started + args.duration_s
                 await asyncio.gather(
@@ -237,6 +264,11 @@ async def bench(args: argparse.Namespace) -> int:
                     )
                 )
                 elapsed = time.monotonic() - started
+                jiffies_after = cpu_jiffies()
+                args.calibration_after_ms = cpu_calibration_ms()
+                all_cpu = jiffies_after[0] - jiffies_before[0]
+                steal = jiffies_after[1] - jiffies_before[1]
+                args.steal_pct = round(100 * steal / all_cpu, 1) if all_cpu else 0.0
         stored = await stored_messages(tmp, args, run_id)
     figures = report(args, stats, elapsed, stored)
     if args.json:
@@ -272,6 +304,8 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
             for step, values in sorted(stats.reply_ms_by_step.items())
         },
         "cpus": os.cpu_count(),
+        "cpu_calibration_ms": [args.calibration_before_ms, args.calibration_after_ms],
+        "cpu_steal_pct": args.steal_pct,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     r, a = figures["reply_ms"], figures["ack_ms"]
@@ -282,6 +316,10 @@ def report(args: argparse.Namespace, stats: Stats, elapsed: float, stored: int) 
     )
     print(f"bot reply ms  p50 {r['p50']}  p95 {r['p95']}  p99 {r['p99']}  max {r['max']}")
     print(f"ack ms        p50 {a['p50']}  p95 {a['p95']}")
+    print(
+        f"host: CPU calibration loop {args.calibration_before_ms} ms before, "
+        f"{args.calibration_after_ms} ms after (lower is faster); steal {args.steal_pct} %"
+    )
     slowest = sorted(figures["reply_ms_by_step"].items(), key=lambda kv: -kv[1]["p95"])[:4]
     print("slowest steps (p95 ms): " + ", ".join(f"{k} {v['p95']}" for k, v in slowest))
     print(

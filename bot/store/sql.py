@@ -83,7 +83,10 @@ class SqlStore:
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url)
+            # One connection: SQLite has one writer at a time, and connections competing for the
+            # write lock wait in SQLite's busy handler, which sleeps in steps of up to 100 ms;
+            # under chat load that gave bot replies of over a second. Sessions queue here instead.
+            engine = create_async_engine(url, pool_size=1, max_overflow=0)
             event.listen(engine.sync_engine, "connect", _enable_sqlite_wal)
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
