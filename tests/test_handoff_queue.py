@@ -25,6 +25,7 @@ from bot.store.handoff_queue import Actor, HandoffQueueStore
 from bot.store.seed import seed_demo_data
 from bot.store.sql import SqlStore, utcnow
 from bot.store.tables import Handoff
+from bot.store.webhook_outbox import WebhookOutbox
 
 T0 = utcnow() - timedelta(minutes=30)
 
@@ -231,3 +232,27 @@ async def test_waiting_customers_survive_a_reopen_in_the_same_order(tmp_path: Pa
         assert all(h.envelope == {"summary": "test"} for h in after)
     finally:
         await reopened.close()
+
+
+async def test_webhook_outbox_lists_the_events_after_the_cursor_in_order(store: SqlStore) -> None:
+    before = await enqueue(store)  # written before the receiver was configured: never sent
+    outbox = WebhookOutbox(store, "http://127.0.0.1:9/crm")
+    start = await outbox.cursor()
+    q = HandoffQueueStore(store)
+    handoff = await enqueue(store)
+    await q.apply(handoff.id, OFFER, Actor.system(), values={"offered_to": "a1"})  # no webhook
+    await q.apply(handoff.id, ACCEPT, agent("a1", "billing"))
+    await q.apply(handoff.id, CLOSE, agent("a1", "billing"), must_own=True)
+    pending = await outbox.pending(start)
+    assert [(p.handoff_id, p.event, p.agent_id) for p in pending] == [
+        (handoff.id, "handoff.queued", None),
+        (handoff.id, "handoff.accepted", "a1"),
+        (handoff.id, "handoff.closed", "a1"),
+    ]
+    assert before.id not in {p.handoff_id for p in pending}
+    await outbox.advance(pending[1].event_id)
+    await outbox.advance(pending[0].event_id)  # never moves back
+    again = WebhookOutbox(store, "http://127.0.0.1:9/crm")  # as after a restart
+    assert await again.cursor() == pending[1].event_id
+    assert [p.event for p in await again.pending(await again.cursor())] == ["handoff.closed"]
+    assert await again.newest() == pending[2].event_id

@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.core.conversation import ConversationService, TurnResult
 from bot.core.handoff_state import (
@@ -51,8 +51,8 @@ RETURNED_TEXTS = {
 
 
 class HandoffNotifier(Protocol):
-    def notify(self, event: str, payload: dict[str, Any]) -> None:
-        """Queue a signed webhook delivery; never blocks, never raises."""
+    def wake(self) -> None:
+        """Handoff events that send webhooks were stored: deliver them; never blocks or raises."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Desk:
         if turn.handoff_id:
             handoff = await self.store.get_handoff(turn.handoff_id)
             if handoff is not None:
-                await self._after_change(handoff, "handoff.queued")
+                await self._after_change(handoff)
         return turn
 
     async def queue_frame(
@@ -207,7 +207,7 @@ class Desk:
             )
         elif handoff.state in WAITING:
             handoff = await self.queue.apply(handoff.id, ABANDON, Actor.system())
-            await self._after_change(handoff, "handoff.abandoned")
+            await self._after_change(handoff)
         else:
             handoff = await self.queue.apply(
                 handoff.id, CUSTOMER_LEFT, Actor.system(), values={"disposition": "customer_left"}
@@ -217,7 +217,7 @@ class Desk:
                 queue=handoff.queue,
                 agent_id=handoff.agent_id,
             )
-            await self._after_change(handoff, "handoff.closed")
+            await self._after_change(handoff)
         self.hub.to_conversation(conversation_id, {"type": "closed", "rating_requested": True})
 
     async def rate(self, conversation_id: str, score: int) -> None:
@@ -234,7 +234,7 @@ class Desk:
         self.hub.to_conversation(
             handoff.conversation_id, {"type": "agent_joined", "name": agent.name}
         )
-        await self._after_change(handoff, "handoff.accepted")
+        await self._after_change(handoff)
         return handoff
 
     async def decline(self, agent: Agent, handoff_id: str) -> Handoff:
@@ -242,7 +242,7 @@ class Desk:
         if handoff is None or handoff.offered_to != agent.id:
             raise Conflict("this handoff is not offered to you")
         handoff = await self.queue.apply(handoff_id, EXPIRE_OFFER, actor_for(agent))
-        await self._after_change(handoff, None)
+        await self._after_change(handoff)
         return handoff
 
     async def agent_message(self, agent: Agent, handoff_id: str, text: str) -> Frame:
@@ -281,7 +281,7 @@ class Desk:
             self.hub.to_conversation(
                 handoff.conversation_id, {"type": "agent_left", "reason": "transferred"}
             )
-        await self._after_change(handoff, "handoff.transferred", also_queue=before.queue)
+        await self._after_change(handoff, also_queue=before.queue)
         return handoff
 
     async def close(self, agent: Agent, handoff_id: str, disposition: str) -> Handoff:
@@ -296,7 +296,7 @@ class Desk:
         self.hub.to_conversation(
             handoff.conversation_id, {"type": "closed", "rating_requested": True}
         )
-        await self._after_change(handoff, "handoff.closed")
+        await self._after_change(handoff)
         return handoff
 
     async def release(self, agent: Agent, handoff_id: str, note: str) -> Handoff:
@@ -324,7 +324,7 @@ class Desk:
             handoff.conversation_id, {"type": "agent_left", "reason": "returned_to_bot"}
         )
         self.hub.to_conversation(handoff.conversation_id, message_frame(back))
-        await self._after_change(handoff, "handoff.released")
+        await self._after_change(handoff)
         return handoff
 
     async def set_presence(self, agent: Agent, presence: str) -> None:
@@ -349,9 +349,7 @@ class Desk:
             raise Forbidden("another agent holds this conversation")
         return handoff
 
-    async def _after_change(
-        self, handoff: Handoff, event: str | None, also_queue: str | None = None
-    ) -> None:
+    async def _after_change(self, handoff: Handoff, also_queue: str | None = None) -> None:
         for queue in {handoff.queue, also_queue} - {None}:
             assert queue is not None
             await self.refresh_queue(queue)
@@ -360,19 +358,8 @@ class Desk:
             queue=handoff.queue,
             agent_id=handoff.agent_id,
         )
-        if event and self.notifier is not None:
-            self.notifier.notify(
-                event,
-                {
-                    "handoff_id": handoff.id,
-                    "conversation_id": handoff.conversation_id,
-                    "queue": handoff.queue,
-                    "state": handoff.state,
-                    "agent_id": handoff.agent_id,
-                    "customer_id": handoff.customer_id,  # set only when verified
-                    "channel": handoff.channel,
-                },
-            )
+        if self.notifier is not None:  # the change may have stored a webhook event
+            self.notifier.wake()
 
     # the dispatcher
 
@@ -384,7 +371,7 @@ class Desk:
                 handoff = await self.queue.apply(handoff_id, EXPIRE_OFFER, Actor.system(), now=now)
             except Conflict:  # accepted or declined meanwhile
                 continue
-            await self._after_change(handoff, None)
+            await self._after_change(handoff)
         for handoff in await self.queue.waiting():
             if handoff.channel == "chat" and (
                 self.hub.absent_for_s(handoff.conversation_id) > self.settings.abandon_after_s
@@ -393,7 +380,7 @@ class Desk:
                     gone = await self.queue.apply(handoff.id, ABANDON, Actor.system(), now=now)
                 except Conflict:
                     continue
-                await self._after_change(gone, "handoff.abandoned")
+                await self._after_change(gone)
         for agent in await self.agents.available_for():
             if not self.hub.console_open(agent.id):
                 continue
@@ -418,7 +405,7 @@ class Desk:
                 {"type": "offer", "handoff_id": handoff.id, "expires_at": expires.isoformat()},
                 agent_id=agent.id,
             )
-            await self._after_change(handoff, None)
+            await self._after_change(handoff)
 
     async def run_dispatcher(self) -> None:
         while True:

@@ -36,19 +36,40 @@ class Transition:
     sources: frozenset[HandoffState]
     target: HandoffState
     conversation_state: str  # what the conversation becomes: queued | with_agent | bot | closed
+    webhook: str | None  # the signed webhook event it sends, if any
 
 
-def _t(name: str, sources: set[HandoffState], target: HandoffState, conv: str) -> Transition:
-    return Transition(name, frozenset(sources), target, conv)
+def _t(
+    name: str,
+    sources: set[HandoffState],
+    target: HandoffState,
+    conv: str,
+    webhook: str | None = None,
+) -> Transition:
+    return Transition(name, frozenset(sources), target, conv, webhook)
 
 
 S = HandoffState
 OFFER = _t("offer", {S.QUEUED}, S.OFFERED, "queued")
 EXPIRE_OFFER = _t("expire_offer", {S.OFFERED}, S.QUEUED, "queued")
 DECLINE = _t("decline", {S.OFFERED}, S.QUEUED, "queued")
-ACCEPT = _t("accept", {S.QUEUED, S.OFFERED, S.CALLBACK_REQUESTED}, S.ACCEPTED, "with_agent")
-TRANSFER = _t("transfer", {S.QUEUED, S.OFFERED, S.ACCEPTED}, S.QUEUED, "queued")
-CLOSE = _t("close", {S.ACCEPTED}, S.CLOSED, "closed")
-RELEASE = _t("release", {S.ACCEPTED}, S.CLOSED, "bot")  # handed back to the bot
-ABANDON = _t("abandon", {S.QUEUED, S.OFFERED}, S.ABANDONED, "closed")
-CUSTOMER_LEFT = _t("customer_left", {S.ACCEPTED}, S.CLOSED, "closed")
+ACCEPT = _t(
+    "accept",
+    {S.QUEUED, S.OFFERED, S.CALLBACK_REQUESTED},
+    S.ACCEPTED,
+    "with_agent",
+    "handoff.accepted",
+)
+TRANSFER = _t(
+    "transfer", {S.QUEUED, S.OFFERED, S.ACCEPTED}, S.QUEUED, "queued", "handoff.transferred"
+)
+CLOSE = _t("close", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
+# handed back to the bot
+RELEASE = _t("release", {S.ACCEPTED}, S.CLOSED, "bot", "handoff.released")
+ABANDON = _t("abandon", {S.QUEUED, S.OFFERED}, S.ABANDONED, "closed", "handoff.abandoned")
+CUSTOMER_LEFT = _t("customer_left", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
+
+
+def created_webhook(state: str) -> str:
+    """The webhook event of a new handoff: queued for a person, or a callback requested."""
+    return "handoff.callback_requested" if state == S.CALLBACK_REQUESTED else "handoff.queued"

@@ -121,6 +121,7 @@ class HandoffQueueStore:
                     agent_id=actor.agent_id,
                     detail={"transition": transition.name, **(detail or {})},
                     at=now,
+                    webhook=transition.webhook,
                 )
             )
             conversation_values: dict[str, Any] = {

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from bot.core.handoff_state import created_webhook
 from bot.errors import NotFound
 from bot.store.tables import (
     Base,
@@ -408,6 +409,7 @@ class SqlStore:
                     agent_id=None,
                     detail={"transition": "create", "reason": handoff.reason},
                     at=handoff.created_at,
+                    webhook=created_webhook(handoff.state),
                 )
             )
             await s.execute(

@@ -181,6 +181,19 @@ class HandoffEvent(Base):
     agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict[str, Any]]
     at: Mapped[datetime]
+    # the signed webhook event this transition sends (handoff.accepted, ...), if any: the event
+    # rows are the webhook outbox, committed with the transition itself
+    webhook: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class WebhookCursor(Base):
+    """How far the webhook sender got through the handoff events: the last one delivered."""
+
+    __tablename__ = "webhook_cursors"
+
+    url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Agent(Base):

@@ -228,7 +228,7 @@ def make_app(runtime: Runtime) -> web.Application:
     )
     app[RUNTIME] = runtime
     notifier = (
-        WebhookSender(settings.webhook_url, settings.webhook_secret)
+        WebhookSender(runtime.store, settings.webhook_url, settings.webhook_secret)
         if settings.webhook_url
         else None
     )

@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from bot.nlu.evaluation import free_port
 from bot.runtime import Runtime
 from bot.web.app import make_app
 from bot.web.keys import DESK
@@ -306,29 +307,38 @@ async def test_customer_messages_reach_the_accepting_agents_console(
     await ws.close()
 
 
-async def test_handoff_events_are_posted_as_signed_webhooks(rasa_runtime: Runtime) -> None:
-    received: list[tuple[dict[str, str], bytes]] = []
-
+def webhook_receiver(received: list[tuple[dict[str, str], bytes]]) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
         received.append((dict(request.headers), await request.read()))
         return web.Response(status=204)
 
     receiver = web.Application()
     receiver.router.add_post("/crm", hook)
-    async with TestServer(receiver) as crm:
+    return receiver
+
+
+def with_webhook(runtime: Runtime, url: str, secret: str) -> web.Application:
+    settings = dataclasses.replace(runtime.settings, webhook_url=url, webhook_secret=secret)
+    return make_app(dataclasses.replace(runtime, settings=settings))
+
+
+async def drain_webhooks(app: web.Application) -> None:
+    sender = app[DESK].notifier
+    assert isinstance(sender, WebhookSender)
+    await asyncio.wait_for(sender.drain(), 10)
+
+
+async def test_handoff_events_are_posted_as_signed_webhooks(rasa_runtime: Runtime) -> None:
+    received: list[tuple[dict[str, str], bytes]] = []
+    async with TestServer(webhook_receiver(received)) as crm:
         secret = "webhook-secret-for-tests"
-        settings = dataclasses.replace(
-            rasa_runtime.settings, webhook_url=str(crm.make_url("/crm")), webhook_secret=secret
-        )
-        app = make_app(dataclasses.replace(rasa_runtime, settings=settings))
+        app = with_webhook(rasa_runtime, str(crm.make_url("/crm")), secret)
         async with serve(app) as client:
             _, supervisor = await new_agent(app, role="supervisor")
             _, token = await new_agent(app, "general")
             _, handoff_id = await queued_customer(client, supervisor)
             await client.post(f"/api/handoffs/{handoff_id}/accept", headers=bearer(token))
-            sender = app[DESK].notifier
-            assert isinstance(sender, WebhookSender)
-            await asyncio.wait_for(sender.drain(), 10)
+            await drain_webhooks(app)
     mine = [(h, b) for h, b in received if handoff_id.encode() in b]
     events = [json.loads(b)["event"] for _, b in mine]
     assert events == ["handoff.queued", "handoff.accepted"]
@@ -336,8 +346,30 @@ async def test_handoff_events_are_posted_as_signed_webhooks(rasa_runtime: Runtim
         timestamp = headers["X-Triage-Timestamp"]
         expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
         assert headers["X-Triage-Signature"] == "sha256=" + expected.hexdigest()
-    accepted = json.loads(mine[1][1])["handoff"]
-    assert accepted["state"] == "accepted" and accepted["customer_id"] is None
+    queued, accepted = (json.loads(b) for _, b in mine)
+    assert queued["event_id"] < accepted["event_id"]
+    assert accepted["handoff"]["state"] == "accepted" and accepted["handoff"]["customer_id"] is None
+    assert accepted["handoff"]["agent_id"] is not None
+
+
+async def test_webhook_events_stored_while_the_receiver_is_down_reach_it_after_a_restart(
+    rasa_runtime: Runtime,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/crm"
+    first = with_webhook(rasa_runtime, url, "s" * 16)
+    async with serve(first) as client:  # nothing listens on the port: every delivery fails
+        _, supervisor = await new_agent(first, role="supervisor")
+        _, token = await new_agent(first, "general")
+        _, handoff_id = await queued_customer(client, supervisor)
+        await client.post(f"/api/handoffs/{handoff_id}/accept", headers=bearer(token))
+    received: list[tuple[dict[str, str], bytes]] = []
+    async with TestServer(webhook_receiver(received), port=port):
+        second = with_webhook(rasa_runtime, url, "s" * 16)  # the service after a restart
+        async with serve(second):
+            await drain_webhooks(second)
+    events = [json.loads(b)["event"] for _, b in received if handoff_id.encode() in b]
+    assert events == ["handoff.queued", "handoff.accepted"]
 
 
 async def test_openapi_describes_every_api_route_and_validates(
