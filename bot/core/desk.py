@@ -25,6 +25,7 @@ from bot.core.handoff_state import (
     EXPIRE_OFFER,
     OFFER,
     RELEASE,
+    REQUEST_CALLBACK,
     TRANSFER,
     WAITING,
     HandoffState,
@@ -219,6 +220,12 @@ class Desk:
             )
             await self._after_change(handoff)
         self.hub.to_conversation(conversation_id, {"type": "closed", "rating_requested": True})
+
+    async def request_callback(self, handoff_id: str) -> Handoff:
+        """A waiting customer is to be called back instead (a phone transfer that failed)."""
+        handoff = await self.queue.apply(handoff_id, REQUEST_CALLBACK, Actor.system())
+        await self._after_change(handoff)
+        return handoff
 
     async def rate(self, conversation_id: str, score: int) -> None:
         conversation = await self.store.get_conversation(conversation_id)

@@ -1,7 +1,7 @@
 """The states of a handoff and the transitions between them.
 
 ```
-callback_requested ─accept─┐
+callback_requested ─accept─┐   (queued/offered ─request_callback─► callback_requested)
 queued ─offer─► offered ─accept─► accepted ─close/release─► closed
   ▲  │            │ expire/decline   │  │
   │  └─abandon─►  └─────► queued     │  └─customer_left─► closed
@@ -68,6 +68,14 @@ CLOSE = _t("close", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
 RELEASE = _t("release", {S.ACCEPTED}, S.CLOSED, "bot", "handoff.released")
 ABANDON = _t("abandon", {S.QUEUED, S.OFFERED}, S.ABANDONED, "closed", "handoff.abandoned")
 CUSTOMER_LEFT = _t("customer_left", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
+# a phone transfer that failed: the customer is called back instead, and goes on with the bot
+REQUEST_CALLBACK = _t(
+    "request_callback",
+    {S.QUEUED, S.OFFERED},
+    S.CALLBACK_REQUESTED,
+    "bot",
+    "handoff.callback_requested",
+)
 
 
 def created_webhook(state: str) -> str:

@@ -294,6 +294,26 @@ class SqlStore:
         async with self.session() as s:
             return await s.get(Customer, customer_id)
 
+    async def customer_by_phone(self, phone: str) -> Customer | None:
+        """The one customer with this number (E.164 as stored); None if none or several."""
+        async with self.session() as s:
+            rows = (await s.scalars(select(Customer).where(Customer.phone == phone).limit(2))).all()
+            return rows[0] if len(rows) == 1 else None
+
+    async def recent_chat(self, customer_id: str, since: datetime) -> Conversation | None:
+        """This customer's latest web chat that started after ``since``."""
+        async with self.session() as s:
+            return await s.scalar(
+                select(Conversation)
+                .where(
+                    Conversation.customer_id == customer_id,
+                    Conversation.channel == "chat",
+                    Conversation.created_at >= since,
+                )
+                .order_by(Conversation.created_at.desc())
+                .limit(1)
+            )
+
     async def last_meter_reading(self, customer_id: str) -> int | None:
         async with self.session() as s:
             value = await s.scalar(

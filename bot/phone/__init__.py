@@ -1,0 +1,1 @@
+"""The phone channel's side of the brain: ``PhoneBrain`` implements ``voice.brain.Brain``."""
