@@ -1,0 +1,566 @@
+"""The RTP session over real UDP on loopback, against a small peer socket of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tests.voice.test_rtp_packet import capture_udp_payloads, sipp_capture
+from voice import audio
+from voice.errors import RtpPortsExhausted
+from voice.rtp.events import DtmfDetector, DtmfDigit, dtmf_packets, parse_telephone_event
+from voice.rtp.packet import RtpPacket, parse_rtp, serialize_rtp
+from voice.rtp.session import FRAME_BYTES, RECEIVE_FILL_AFTER_S, G711Codec, RtpSession
+
+LOOPBACK = "127.0.0.1"
+PORT_MIN = 42000
+PORT_MAX = 42998
+PT_EVENT = 101
+PEER_SSRC = 0x0BADCAFE
+RECV_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    packet: RtpPacket
+    source: tuple[str, int]
+    at: float
+
+
+class Peer(asyncio.DatagramProtocol):
+    """The far end: a plain UDP socket that records what arrives and sends what it is told."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[Received] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = asyncio.get_running_loop().time()
+        self.received.put_nowait(Received(parse_rtp(data), (addr[0], addr[1]), now))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def send(self, data: bytes, to: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, to)
+
+    async def recv(self) -> Received:
+        return await asyncio.wait_for(self.received.get(), RECV_TIMEOUT_S)
+
+    async def recv_many(self, count: int) -> list[Received]:
+        return [await self.recv() for _ in range(count)]
+
+    def forget(self) -> None:
+        while not self.received.empty():
+            self.received.get_nowait()
+
+
+async def _open_peer() -> Peer:
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=(LOOPBACK, 0))
+    peer.transport = transport
+    return peer
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_clock_tasks() -> AsyncIterator[None]:
+    yield
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() if t.get_name() == "rtp-clock" and not t.done()]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, "an RtpSession was not closed"
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    peer = await _open_peer()
+    yield peer
+    assert peer.transport is not None
+    peer.transport.close()
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    remote: tuple[str, int] | None, codec: G711Codec = G711Codec.PCMU
+) -> AsyncIterator[RtpSession]:
+    session = await RtpSession.open(
+        rtp_port_min=PORT_MIN, rtp_port_max=PORT_MAX, host=LOOPBACK, remote=remote, codec=codec
+    )
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+@pytest.fixture
+async def session(peer: Peer) -> AsyncIterator[RtpSession]:
+    async with _session(peer.address) as session:
+        yield session
+
+
+def _tone(seconds: float, freq_hz: float = 440.0) -> bytes:
+    t = np.arange(int(audio.TELEPHONE_RATE_HZ * seconds)) / audio.TELEPHONE_RATE_HZ
+    samples: np.ndarray = np.rint(8000 * np.sin(2 * np.pi * freq_hz * t)).astype("<i2")
+    return samples.tobytes()
+
+
+def _audio_packet(sequence: int, payload: bytes, pt: int = 0) -> bytes:
+    return serialize_rtp(
+        RtpPacket(pt, sequence % 65536, (160 * sequence) % 2**32, PEER_SSRC, payload)
+    )
+
+
+async def _next_audio(session: RtpSession) -> bytes:
+    return await asyncio.wait_for(session.audio.get(), RECV_TIMEOUT_S)
+
+
+def _is_silence(received: Received, codec: G711Codec = G711Codec.PCMU) -> bool:
+    return received.packet.payload == codec.encode(bytes(FRAME_BYTES))
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, port))
+    return sock
+
+
+@contextlib.contextmanager
+def _busy_ports(*offsets: int) -> Iterator[int]:
+    """Find an even base port whose base+offsets (and the gaps) are free; hold base+offsets."""
+    for base in range(43000, 44000, 8):
+        try:
+            probes = [_bind(base + k) for k in range(0, max(offsets) + 1, 2)]
+        except OSError:
+            continue
+        for sock in probes:
+            sock.close()
+        held = [_bind(base + k) for k in offsets]
+        try:
+            yield base
+        finally:
+            for sock in held:
+                sock.close()
+        return
+    pytest.fail("no free port block found in 43000..44000")
+
+
+# --- Ports
+
+
+async def test_open_binds_a_free_even_port_skipping_busy_ones() -> None:
+    with _busy_ports(0, 4) as base:
+        session = await RtpSession.open(
+            rtp_port_min=base, rtp_port_max=base + 4, host=LOOPBACK, remote=None
+        )
+        try:
+            assert session.local_address == (LOOPBACK, base + 2)
+        finally:
+            await session.close()
+
+
+async def test_open_raises_retryable_error_when_every_port_is_busy() -> None:
+    with _busy_ports(0, 2) as base, pytest.raises(RtpPortsExhausted) as caught:
+        await RtpSession.open(rtp_port_min=base, rtp_port_max=base + 3, host=LOOPBACK)
+
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(("low", "high"), [(42001, 42010), (42010, 42000), (0, 10), (65534, 65536)])
+async def test_open_rejects_bad_port_range(low: int, high: int) -> None:
+    with pytest.raises(ValueError, match=r"rtp_port_min\.\.rtp_port_max"):
+        await RtpSession.open(rtp_port_min=low, rtp_port_max=high, host=LOOPBACK)
+
+
+async def test_open_rejects_host_name_as_remote() -> None:
+    with pytest.raises(ValueError, match="must be an IP literal"):
+        await RtpSession.open(
+            rtp_port_min=PORT_MIN, rtp_port_max=PORT_MAX, remote=("localhost", 4000)
+        )
+
+
+# --- Sending
+
+
+async def test_sender_paces_20ms_frames_with_consecutive_sequence_and_timestamps(
+    peer: Peer, session: RtpSession
+) -> None:
+    got = await peer.recv_many(51)
+
+    packets = [r.packet for r in got]
+    assert {p.ssrc for p in packets} == {session.ssrc}
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(packets))
+    assert all((b.timestamp - a.timestamp) % 2**32 == 160 for a, b in itertools.pairwise(packets))
+    # 50 intervals of 20 ms: about 1 s; the bounds are wide for a busy 2-core machine.
+    assert 0.8 < got[-1].at - got[0].at < 1.5
+
+
+@pytest.mark.parametrize("codec", [G711Codec.PCMU, G711Codec.PCMA])
+async def test_sender_sends_encoded_silence_when_nothing_plays(
+    peer: Peer, codec: G711Codec
+) -> None:
+    async with _session(peer.address, codec):
+        got = await peer.recv_many(5)
+
+    assert {r.packet.payload_type for r in got} == {codec.value}
+    expected = {G711Codec.PCMU: b"\xff" * 160, G711Codec.PCMA: b"\xd5" * 160}[codec]
+    assert {r.packet.payload for r in got} == {expected}
+    assert not any(r.packet.marker for r in got)
+
+
+async def test_playback_sends_the_audio_with_a_marker_on_the_first_frame(
+    peer: Peer, session: RtpSession
+) -> None:
+    clip = _tone(0.1) + _tone(0.005)  # 5.25 frames: the last one padded with silence
+    playback = session.play(clip)
+
+    assert await asyncio.wait_for(playback.wait(), RECV_TIMEOUT_S)
+
+    got = [r for r in await peer.recv_many(25)]
+    start = next(i for i, r in enumerate(got) if not _is_silence(r))
+    spoken = got[start : start + 6]
+    assert [r.packet.marker for r in spoken] == [True] + [False] * 5
+    expected = audio.ulaw_encode(clip.ljust(6 * FRAME_BYTES, b"\x00"))
+    assert b"".join(r.packet.payload for r in spoken) == expected
+    assert _is_silence(got[start + 6])
+    assert playback.completed
+    assert playback.sent_ms == 120
+    assert playback.first_packet_sent_at is not None
+    assert spoken[0].at - playback.first_packet_sent_at < 0.1
+
+
+async def test_playbacks_queue_one_after_the_other(peer: Peer, session: RtpSession) -> None:
+    clips = [_tone(0.06, 300), _tone(0.06, 600)]
+    first, second = (session.play(clip) for clip in clips)
+
+    assert await asyncio.wait_for(second.wait(), RECV_TIMEOUT_S)
+
+    assert first.done and first.completed
+    assert first.first_packet_sent_at is not None
+    assert second.first_packet_sent_at is not None
+    assert second.first_packet_sent_at > first.first_packet_sent_at
+    got = await peer.recv_many(20)
+    start = next(i for i, r in enumerate(got) if not _is_silence(r))
+    spoken = got[start : start + 6]
+    assert b"".join(r.packet.payload for r in spoken) == audio.ulaw_encode(b"".join(clips))
+    assert [r.packet.marker for r in spoken] == [True] + [False] * 5  # one talkspurt
+
+
+async def test_stop_playback_silences_the_very_next_frame(peer: Peer, session: RtpSession) -> None:
+    first_sequence = (await peer.recv()).packet.sequence
+    sent_before_play = session.stats.sent
+    playback = session.play(_tone(2.0))
+    while _is_silence(await peer.recv()):
+        pass
+    await peer.recv_many(3)
+
+    session.stop_playback()
+    sent_at_stop = session.stats.sent
+
+    assert await asyncio.wait_for(playback.wait(), 0.001) is False
+    assert not session.playing
+    later = [
+        r
+        for r in await peer.recv_many(60)
+        if (r.packet.sequence - first_sequence) % 65536 >= sent_at_stop
+    ]
+    assert len(later) >= 10
+    assert all(_is_silence(r) for r in later)
+    assert sent_before_play < sent_at_stop
+    assert playback.sent_ms < 2000
+
+
+async def test_play_rejects_odd_byte_count(session: RtpSession) -> None:
+    with pytest.raises(ValueError, match="even number of bytes"):
+        session.play(b"\x00\x01\x02")
+
+
+async def test_send_dtmf_sends_an_rfc4733_event_in_the_media_stream(
+    peer: Peer, session: RtpSession
+) -> None:
+    session.send_dtmf("5")
+
+    got = await peer.recv_many(20)
+
+    packets = [r.packet for r in got]
+    events = [p for p in packets if p.payload_type == PT_EVENT]
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(packets))
+    assert events[0].marker
+    assert len({p.timestamp for p in events}) == 1
+    detector = DtmfDetector()
+    digits = [d for i, p in enumerate(events) for d in detector.feed(p, i * 0.02)]
+    assert [d.digit for d in digits] == ["5"]
+    assert parse_telephone_event(events[-1].payload).duration == 800
+    after = packets[packets.index(events[-1]) + 1]
+    assert (after.timestamp - events[0].timestamp) % 2**32 == 160 * len(events)
+
+
+async def test_send_dtmf_rejects_a_non_dtmf_character(session: RtpSession) -> None:
+    with pytest.raises(ValueError, match="not a DTMF digit"):
+        session.send_dtmf("x")
+
+
+async def test_sender_skips_missed_frames_after_the_loop_stalls(
+    peer: Peer, session: RtpSession
+) -> None:
+    await peer.recv_many(2)
+    time.sleep(0.4)  # noqa: ASYNC251 -- the stalled event loop is what this test is about
+
+    got = await peer.recv_many(25)
+
+    packets = [r.packet for r in got]
+    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in itertools.pairwise(packets)]
+    jumps = [step for step in steps if step != 160]
+    # The timestamp follows the clock across the stall (about 0.4 s = 3200 units, in one jump);
+    # the sequence numbers stay consecutive: nothing was lost, there was nothing to send.
+    assert len(jumps) == 1
+    assert 0.3 * 8000 < jumps[0] < 0.6 * 8000
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(packets))
+    assert session.stats.skipped_frames >= 10
+    # No burst of stale frames after it: arrivals keep the 20 ms pace.
+    after = got[steps.index(jumps[0]) + 1 :]
+    assert after[-1].at - after[0].at > 0.6 * 0.02 * (len(after) - 1)
+
+
+# --- Receiving
+
+
+async def test_received_audio_is_decoded_in_sequence_order(peer: Peer, session: RtpSession) -> None:
+    frames = {n: bytes([n]) * 160 for n in (1, 2, 3)}
+    for n in (1, 3, 2):
+        peer.send(_audio_packet(n, frames[n]), session.local_address)
+
+    decoded = [await _next_audio(session) for _ in range(3)]
+
+    assert decoded == [audio.ulaw_decode(frames[n]) for n in (1, 2, 3)]
+
+
+async def test_received_pcma_is_decoded_with_the_alaw_table(peer: Peer) -> None:
+    async with _session(peer.address, G711Codec.PCMA) as session:
+        peer.send(_audio_packet(1, b"\xaa" * 160, pt=8), session.local_address)
+
+        assert await _next_audio(session) == audio.alaw_decode(b"\xaa" * 160)
+
+
+async def test_lost_packet_is_delivered_as_silence_of_its_length(
+    peer: Peer, session: RtpSession
+) -> None:
+    for n in (1, 3, 4, 5):
+        peer.send(_audio_packet(n, b"\x80" * 80), session.local_address)
+
+    decoded = [await _next_audio(session) for _ in range(5)]
+
+    loud = audio.ulaw_decode(b"\x80" * 80)
+    assert decoded == [loud, bytes(160), loud, loud, loud]
+    assert session.jitter_stats.lost == 1
+
+
+async def test_silence_is_delivered_while_the_peer_sends_nothing(
+    peer: Peer, session: RtpSession
+) -> None:
+    peer.send(_audio_packet(1, b"\x80" * 160), session.local_address)
+    assert await _next_audio(session) == audio.ulaw_decode(b"\x80" * 160)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    fill = [await _next_audio(session) for _ in range(5)]
+
+    assert fill == [bytes(FRAME_BYTES)] * 5
+    assert loop.time() - started >= RECEIVE_FILL_AFTER_S
+
+
+async def test_dtmf_packets_in_become_digits_out(peer: Peer, session: RtpSession) -> None:
+    sequence = 0
+    for i, digit in enumerate("12#"):
+        packets = dtmf_packets(
+            digit, ssrc=PEER_SSRC, sequence=sequence, timestamp=8000 * i, payload_type=PT_EVENT
+        )
+        sequence += len(packets)
+        for packet in packets:
+            peer.send(serialize_rtp(packet), session.local_address)
+
+    digits = [await asyncio.wait_for(session.dtmf.get(), RECV_TIMEOUT_S) for _ in range(3)]
+
+    assert digits == [DtmfDigit("1", 100), DtmfDigit("2", 100), DtmfDigit("#", 100)]
+    await asyncio.sleep(0.1)
+    assert session.dtmf.empty()
+
+
+async def test_sipp_dtmf_capture_replayed_over_udp_gives_its_digit_once(
+    peer: Peer, session: RtpSession
+) -> None:
+    for datagram in capture_udp_payloads(sipp_capture("dtmf_2833_1.pcap")):
+        peer.send(datagram, session.local_address)
+        await asyncio.sleep(0.005)
+
+    digit = await asyncio.wait_for(session.dtmf.get(), RECV_TIMEOUT_S)
+
+    assert digit.digit == "1"
+    await asyncio.sleep(0.6)  # past the detector's end timeout: no second report
+    assert session.dtmf.empty()
+
+
+async def test_junk_is_counted_and_dropped_and_the_session_keeps_working(
+    peer: Peer, session: RtpSession
+) -> None:
+    target = session.local_address
+    peer.send(b"junk", target)  # shorter than a header
+    peer.send(bytes(12), target)  # version 0
+    peer.send(_audio_packet(1, b"\x00" * 20, pt=18), target)  # G.729: not negotiated
+    peer.send(_audio_packet(2, b"\x01\x02\x03", pt=PT_EVENT), target)  # 3-byte event payload
+    peer.send(_audio_packet(3, b"\x80" * 160), target)
+
+    assert await _next_audio(session) == audio.ulaw_decode(b"\x80" * 160)
+    assert session.stats.malformed == 3
+    assert session.stats.unexpected_payload_type == 1
+    assert session.stats.received == 5
+    peer.forget()
+    assert len(await peer.recv_many(3)) == 3  # still sending
+
+
+async def test_sender_latches_to_the_first_valid_packets_source(
+    peer: Peer, session: RtpSession
+) -> None:
+    # ``peer`` is the SDP address; the real media arrives from another socket (a NAT, say).
+    real = await _open_peer()
+    try:
+        await peer.recv()
+        real.send(b"junk", session.local_address)  # not valid: must not latch
+        await asyncio.sleep(0.05)
+        assert not session.latched
+        real.send(_audio_packet(1, b"\xff" * 160), session.local_address)
+        await asyncio.wait_for(real.recv(), RECV_TIMEOUT_S)
+        peer.forget()
+
+        await real.recv_many(5)
+
+        assert session.remote_address == real.address
+        assert peer.received.empty()
+        # Now the SDP address is a stranger: its packets are dropped and counted.
+        await _next_audio(session)
+        peer.send(_audio_packet(2, b"\x80" * 160), session.local_address)
+        await asyncio.sleep(0.05)
+        assert session.stats.foreign_source == 1
+        delivered = []
+        while not session.audio.empty():
+            delivered.append(session.audio.get_nowait())
+        assert audio.ulaw_decode(b"\x80" * 160) not in delivered
+    finally:
+        assert real.transport is not None
+        real.transport.close()
+
+
+async def test_set_remote_moves_the_stream_and_allows_a_new_latch(
+    peer: Peer, session: RtpSession
+) -> None:
+    other = await _open_peer()
+    try:
+        peer.send(_audio_packet(1, b"\xff" * 160), session.local_address)
+        await _next_audio(session)
+
+        session.set_remote(other.address)
+
+        await asyncio.wait_for(other.recv(), RECV_TIMEOUT_S)
+        assert not session.latched
+    finally:
+        assert other.transport is not None
+        other.transport.close()
+
+
+# --- Lifecycle
+
+
+async def test_close_ends_tasks_playbacks_and_frees_the_port(peer: Peer) -> None:
+    session = await RtpSession.open(
+        rtp_port_min=PORT_MIN, rtp_port_max=PORT_MAX, host=LOOPBACK, remote=peer.address
+    )
+    port = session.local_address[1]
+    playback = session.play(_tone(1.0))
+    await peer.recv()
+
+    await session.close()
+
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "rtp-clock"]
+    assert playback.done and not playback.completed
+    with pytest.raises(RuntimeError, match="closed"):
+        session.play(_tone(0.02))
+    _bind(port).close()  # the port is free again
+    await session.close()  # closing twice is harmless
+
+
+async def test_session_without_remote_sends_nothing_until_one_is_set(peer: Peer) -> None:
+    async with _session(None) as session:
+        await asyncio.sleep(0.1)
+        assert session.stats.sent == 0
+        session.set_remote(peer.address)
+
+        received = await peer.recv()
+
+    assert received.packet.ssrc == session.ssrc
+    assert math.isfinite(received.at)
+
+
+async def test_dtmf_press_whose_end_packets_are_lost_is_reported_after_the_timeout(
+    peer: Peer, session: RtpSession
+) -> None:
+    packets = dtmf_packets("7", ssrc=PEER_SSRC, sequence=0, timestamp=0, payload_type=PT_EVENT)
+    for packet in packets[:-3]:  # the three end packets never arrive
+        peer.send(serialize_rtp(packet), session.local_address)
+
+    digit = await asyncio.wait_for(session.dtmf.get(), RECV_TIMEOUT_S)
+
+    assert digit.digit == "7"
+
+
+async def test_audio_queue_keeps_the_newest_frames_when_nobody_reads(
+    peer: Peer, session: RtpSession
+) -> None:
+    for n in range(60):
+        peer.send(_audio_packet(n, bytes([n]) * 160), session.local_address)
+    await asyncio.sleep(0.2)  # loopback delivers in well under a millisecond per datagram
+    assert session.stats.received == 60
+
+    frames = [session.audio.get_nowait() for _ in range(session.audio.qsize())]
+
+    spoken = [f for f in frames if f != bytes(FRAME_BYTES)]  # without the quiet-peer fill
+    assert session.stats.audio_dropped >= 10
+    assert spoken[-1] == audio.ulaw_decode(bytes([59]) * 160)
+    assert audio.ulaw_decode(bytes([0]) * 160) not in spoken
+
+
+async def test_session_keeps_sending_when_the_peer_port_is_closed(peer: Peer) -> None:
+    closed = await _open_peer()
+    address = closed.address
+    assert closed.transport is not None
+    closed.transport.close()
+
+    async with _session(address) as session:
+        await asyncio.sleep(0.2)
+        session.set_remote(peer.address)
+
+        assert (await peer.recv()).packet.ssrc == session.ssrc
+        assert session.stats.sent >= 5
+
+
+async def test_send_errors_are_counted_not_raised() -> None:
+    # Broadcast without SO_BROADCAST: every sendto fails with EACCES, locally.
+    async with _session(("255.255.255.255", 4000)) as session:
+        await asyncio.sleep(0.1)
+
+        assert session.stats.send_errors >= 3
+        session.play(_tone(0.04))
+        await asyncio.sleep(0.1)
+        assert session.stats.send_errors >= 5
