@@ -1,0 +1,1 @@
+"""Speech recognition behind the ``Recognizer`` interface (Vosk by default, faster-whisper)."""
