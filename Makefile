@@ -6,16 +6,18 @@ PY310 ?= $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10
 PY310 := $(if $(PY310),$(PY310),$(shell command -v python3.10 2>/dev/null))
 VENV := .venv
 RASA_VENV := .venv-rasa
-DEBIAN_PACKAGES := $(shell grep -v '^\#' requirements-debian.txt | xargs)
+DEBIAN_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt | xargs)
+DEBIAN_TEST_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requirements-debian-test.txt | xargs)
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: run test train lint typecheck pytest bench rasa-env gateway-env system-deps clean
+.PHONY: run test train lint typecheck pytest bench rasa-env gateway-env system-deps test-system-deps debian-packages clean
 
-run: gateway-env rasa-env ## install, train when the data changed, start the service
+run: gateway-env rasa-env system-deps ## install, train when the data changed, start the service
 	$(VENV)/bin/triage train
+	$(VENV)/bin/triage models download it en --if-possible
 	$(VENV)/bin/triage serve
 
-test: gateway-env rasa-env system-deps lint typecheck pytest ## install what the tests need, run them
+test: gateway-env rasa-env test-system-deps lint typecheck pytest ## install what the tests need, run them
 
 gateway-env: $(VENV)/.installed
 rasa-env: $(RASA_VENV)/.installed
@@ -33,8 +35,14 @@ $(RASA_VENV)/.installed: requirements-rasa.txt
 	$(RASA_VENV)/bin/pip install $(PIP_QUIET) -r requirements-rasa.txt
 	touch $@
 
-system-deps: ## Debian packages the tests need (installed when root, else the command is printed)
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+system-deps: ## Debian packages the service needs (installed when root, else the command is printed)
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_PACKAGES)"
+
+test-system-deps: ## ... and those the tests need too
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_TEST_PACKAGES)"
+
+debian-packages:
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "installing Debian packages: $$missing"; \

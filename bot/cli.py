@@ -1,4 +1,4 @@
-"""The ``triage`` command: train, serve, nlu, shell, eval and test."""
+"""The ``triage`` command: train, serve, nlu, shell, eval, test, agents, models, say, call."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from bot.errors import BotError
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.runtime import open_runtime
+from bot.voice_cli import add_parsers as add_voice_parsers
+from voice.errors import VoiceError
 
 log = logging.getLogger("triage")
 
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="the project's NLU evaluation and conversation tests")
     p.set_defaults(run=cmd_test)
     add_agent_parsers(sub)
+    add_voice_parsers(sub)
     return parser
 
 
@@ -247,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sip_port=getattr(args, "sip_port", None),
         )
         return int(asyncio.run(args.run(settings, args)))
-    except BotError as exc:
+    except (BotError, VoiceError) as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ cast strictly and a bad value stops start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -85,6 +86,21 @@ class Settings:
     default_handle_s: float = 300.0  # assumed handling time before a queue has history
     webhook_url: str = ""
     webhook_secret: str = ""
+    # speech models: where `triage models download` fetches Vosk models (a local mirror works)
+    vosk_model_site: str = "https://alphacephei.com/vosk/models/"
+    # the phone line
+    phone_file: Path = field(default_factory=lambda: PROJECT_ROOT / "config" / "phone.yml")
+    sip_host: str = "127.0.0.1"  # where the SIP bridge listens (a PBX or trunk sends calls here)
+    sip_advertised_host: str = ""  # the address put in Contact and SDP (default: sip_host)
+    rtp_port_min: int = 40000
+    rtp_port_max: int = 40998
+    sip_max_calls: int = 50  # beyond this, INVITEs get 503
+    sip_allowed_sources: tuple[str, ...] = ()  # CIDR blocks allowed to send SIP (empty: any)
+    sip_auth_user: str = ""  # digest authentication of incoming INVITEs, when set
+    sip_auth_password: str = ""
+    sip_auth_realm: str = "triage"
+    asr_engine: str = "vosk"  # preferred recogniser: vosk (streaming) or whisper
+    asr_endpoint_silence_ms: int = 600  # trailing silence that ends a caller's utterance
 
     @property
     def models_dir(self) -> Path:
@@ -145,6 +161,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_DEFAULT_HANDLE_S",
         "TRIAGE_WEBHOOK_URL",
         "TRIAGE_WEBHOOK_SECRET",
+        "TRIAGE_VOSK_MODEL_SITE",
+        "TRIAGE_PHONE_FILE",
+        "TRIAGE_SIP_HOST",
+        "TRIAGE_SIP_ADVERTISED_HOST",
+        "TRIAGE_RTP_PORT_MIN",
+        "TRIAGE_RTP_PORT_MAX",
+        "TRIAGE_SIP_MAX_CALLS",
+        "TRIAGE_SIP_ALLOWED_SOURCES",
+        "TRIAGE_SIP_AUTH_USER",
+        "TRIAGE_SIP_AUTH_PASSWORD",
+        "TRIAGE_SIP_AUTH_REALM",
+        "TRIAGE_ASR_ENGINE",
+        "TRIAGE_ASR_ENDPOINT_SILENCE_MS",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
     if unknown:
@@ -154,6 +183,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             "TRIAGE_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    rtp_min = _int(env, "TRIAGE_RTP_PORT_MIN", base.rtp_port_min, 1024, 65534)
+    rtp_max = _int(env, "TRIAGE_RTP_PORT_MAX", base.rtp_port_max, 1024, 65535)
+    if rtp_min % 2 or rtp_max < rtp_min + 2:
+        raise ConfigError(
+            "TRIAGE_RTP_PORT_MIN must be even and TRIAGE_RTP_PORT_MAX at least 2 above it"
         )
     return Settings(
         data_dir=_path(env, "TRIAGE_DATA_DIR", base.data_dir),
@@ -184,7 +219,53 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         default_handle_s=_float(env, "TRIAGE_DEFAULT_HANDLE_S", base.default_handle_s, 1, 86400),
         webhook_url=_webhook_url(env),
         webhook_secret=env.get("TRIAGE_WEBHOOK_SECRET", ""),
+        vosk_model_site=_site(env, "TRIAGE_VOSK_MODEL_SITE", base.vosk_model_site),
+        phone_file=_path(env, "TRIAGE_PHONE_FILE", base.phone_file),
+        sip_host=env.get("TRIAGE_SIP_HOST", base.sip_host),
+        sip_advertised_host=env.get("TRIAGE_SIP_ADVERTISED_HOST", ""),
+        rtp_port_min=rtp_min,
+        rtp_port_max=rtp_max,
+        sip_max_calls=_int(env, "TRIAGE_SIP_MAX_CALLS", base.sip_max_calls, 1, 10000),
+        sip_allowed_sources=_networks(env, "TRIAGE_SIP_ALLOWED_SOURCES"),
+        sip_auth_user=env.get("TRIAGE_SIP_AUTH_USER", ""),
+        sip_auth_password=_auth_password(env),
+        sip_auth_realm=env.get("TRIAGE_SIP_AUTH_REALM", base.sip_auth_realm),
+        asr_engine=_choice(env, "TRIAGE_ASR_ENGINE", base.asr_engine, ("vosk", "whisper")),
+        asr_endpoint_silence_ms=_int(
+            env, "TRIAGE_ASR_ENDPOINT_SILENCE_MS", base.asr_endpoint_silence_ms, 100, 5000
+        ),
     )
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, "") or default
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} in the environment is not one of {', '.join(allowed)}")
+    return value
+
+
+def _networks(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    blocks = [b.strip() for b in env.get(key, "").split(",") if b.strip()]
+    for block in blocks:
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {block!r} is not an address or CIDR block") from None
+    return tuple(blocks)
+
+
+def _auth_password(env: Mapping[str, str]) -> str:
+    user, password = env.get("TRIAGE_SIP_AUTH_USER", ""), env.get("TRIAGE_SIP_AUTH_PASSWORD", "")
+    if bool(user) != bool(password):
+        raise ConfigError("TRIAGE_SIP_AUTH_USER and TRIAGE_SIP_AUTH_PASSWORD go together")
+    return password
+
+
+def _site(env: Mapping[str, str], key: str, default: str) -> str:
+    url = env.get(key, "") or default
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key} must be an http:// or https:// URL")
+    return url if url.endswith("/") else url + "/"
 
 
 def _origins(env: Mapping[str, str], key: str) -> tuple[str, ...]:

@@ -41,6 +41,10 @@ class PhoneLines:
             return self.numbers.get(normalise_number(dialled), self.default_language)
         return self.default_language
 
+    def number_for(self, language: str) -> str | None:
+        """A dialled number greeted in ``language`` (the first configured), if any."""
+        return next((n for n, lang in self.numbers.items() if lang == language), None)
+
     def international(self, caller: str) -> str:
         """A caller's number as customers' numbers are stored: + and the country code."""
         number = normalise_number(caller)

@@ -97,11 +97,15 @@ class _EngineSlot:
                 # Not pyttsx3.init(): it hands its cached engine to any caller in the process.
                 engine = pyttsx3.Engine(_DRIVER)
                 from pyttsx3.drivers import _espeak  # type: ignore[import-untyped]
+                from pyttsx3.drivers import espeak as espeak_driver
             except (ImportError, RuntimeError, OSError) as exc:
                 raise EngineUnavailable(
                     f"espeak-ng could not be started ({exc}); "
                     "install it: apt-get install espeak-ng"
                 ) from exc
+            # The driver prints "Audio saved to <file>" for every prompt, on the service's stdout:
+            # a module-level name shadows the builtin for that module only.
+            espeak_driver.print = _quiet
             events = _EngineEvents()
             # pyttsx3 runs its commands inside runAndWait and reports failures only here.
             engine.connect("error", events.on_error)
@@ -284,6 +288,10 @@ def _wait_idle(espeak: Any) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"espeak-ng stayed busy for {_SYNTHESIS_TIMEOUT_S} s")
         time.sleep(_IDLE_POLL_S)
+
+
+def _quiet(*_args: object, **_kwargs: object) -> None:
+    """Stands in for ``print`` inside pyttsx3's espeak driver."""
 
 
 def _worker_stopped() -> EngineUnavailable:

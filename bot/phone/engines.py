@@ -1,0 +1,115 @@
+"""The speech engines of the phone line, opened once at start-up and shared by every call.
+
+Per language, the recogniser comes from the installed models (``triage models list``): the
+configured engine's model first (Vosk by default), then the other engine's; a language with no
+model gets keys only, and start-up says how to install one. One synthesiser (espeak-ng through
+pyttsx3) behind a prompt cache, with the static prompts rendered before the first call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.phone.brain import TEXTS, PhoneBrain
+from bot.phone.lines import LANGUAGES, PhoneLines
+from voice.asr.base import Recognizer
+from voice.asr.models import model_path
+from voice.asr.silent import NoSpeechRecognizer
+from voice.asr.vosk import VoskModel
+from voice.asr.whisper import WhisperEngine
+from voice.call import CallEngines, CallSettings
+from voice.tts.cache import PromptCache
+from voice.tts.pyttsx3 import Pyttsx3Synthesizer
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("vosk", "whisper")
+
+
+@dataclass(frozen=True)
+class RecognizerChoice:
+    language: str
+    engine: str | None  # None: no model, keys only
+    model: Path | None
+
+
+def choose_recognizers(models_dir: Path, preferred: str) -> list[RecognizerChoice]:
+    order = [preferred, *(e for e in ENGINES if e != preferred)]
+    choices = []
+    for language in LANGUAGES:
+        found = next(
+            ((e, p) for e in order if (p := model_path(models_dir, e, language)) is not None),
+            None,
+        )
+        choices.append(
+            RecognizerChoice(language, found[0], found[1])
+            if found
+            else RecognizerChoice(language, None, None)
+        )
+    return choices
+
+
+def static_prompts(lines: PhoneLines) -> list[tuple[str, str]]:
+    prompts = [(lines.welcome[lang], lang) for lang in LANGUAGES]
+    for key in ("no_input", "transfer_failed", "recent_chat"):
+        prompts += [(TEXTS[key][lang], lang) for lang in LANGUAGES]
+    return prompts
+
+
+@asynccontextmanager
+async def open_call_engines(
+    brain: PhoneBrain,
+    lines: PhoneLines,
+    *,
+    models_dir: Path,
+    preferred_engine: str = "vosk",
+    endpoint_silence_ms: int = 600,
+) -> AsyncIterator[CallEngines]:
+    async with AsyncExitStack() as stack:
+        synthesizer = PromptCache(Pyttsx3Synthesizer())
+        stack.push_async_callback(synthesizer.close)
+        factories: dict[str, Callable[[], Recognizer]] = {}
+        loaded: dict[Path, VoskModel | WhisperEngine] = {}
+        for choice in choose_recognizers(models_dir, preferred_engine):
+            if choice.model is None:
+                log.warning(
+                    "no speech model for a language: its callers can use keys only; "
+                    "install one with `triage models download`",
+                    extra={"language": choice.language},
+                )
+                factories[choice.language] = NoSpeechRecognizer
+                continue
+            engine = loaded.get(choice.model)
+            if engine is None:
+                engine = (
+                    await VoskModel.load(choice.model)
+                    if choice.engine == "vosk"
+                    else await WhisperEngine.load(choice.model)
+                )
+                stack.push_async_callback(engine.close)
+                loaded[choice.model] = engine
+            factories[choice.language] = _factory(engine, choice.language, endpoint_silence_ms)
+        await synthesizer.prerender(static_prompts(lines))
+        timings = lines.timings
+        yield CallEngines(
+            brain=brain,
+            synthesizer=synthesizer,
+            recognizer_for=lambda language: factories.get(language, NoSpeechRecognizer)(),
+            settings=CallSettings(
+                no_input_timeout_s=timings.no_input_timeout_s,
+                barge_in_min_speech_ms=timings.barge_in_min_speech_ms,
+                inter_digit_timeout_s=timings.inter_digit_timeout_s,
+            ),
+        )
+
+
+def _factory(
+    engine: VoskModel | WhisperEngine, language: str, endpoint_silence_ms: int
+) -> Callable[[], Recognizer]:
+    if isinstance(engine, VoskModel):
+        return lambda: engine.new_recognizer(endpoint_silence_ms=endpoint_silence_ms)
+    return lambda: engine.new_recognizer(language)

@@ -1,0 +1,185 @@
+"""The call loop over real RTP on loopback (a second ``RtpSession`` plays the caller's phone),
+with fakes at the engine seams: a scripted recogniser, a tone synthesiser, a scripted brain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from voice.asr.base import AsrEvent, AsrFinal, AsrPartial, SpeechStarted
+from voice.asr.fake import FakeRecognizer
+from voice.brain import BrainReply, CallContext, DigitRequest, Transfer
+from voice.call import Call, CallEngines, CallSettings, is_backchannel
+from voice.fake_brain import FakeBrain
+from voice.rtp.session import RtpSession
+from voice.tts.fake import FakeSynthesizer
+
+FAST = CallSettings(no_input_timeout_s=0.5, barge_in_min_speech_ms=200, inter_digit_timeout_s=0.4)
+PORTS = {"rtp_port_min": 42000, "rtp_port_max": 42998, "host": "127.0.0.1"}
+
+
+@dataclass
+class FakeControl:
+    transfer_ok: bool = True
+    transfers: list[Transfer] = field(default_factory=list)
+    hung_up: bool = False
+
+    async def transfer(self, transfer: Transfer) -> bool:
+        self.transfers.append(transfer)
+        return self.transfer_ok
+
+    async def hang_up(self) -> None:
+        self.hung_up = True
+
+
+def quiet(feeds: int) -> list[list[AsrEvent]]:
+    return [[] for _ in range(feeds)]
+
+
+def utterance(text: str, feeds: int = 4) -> list[list[AsrEvent]]:
+    """SpeechStarted and a partial, ``feeds - 2`` quiet chunks of speech, then the final."""
+    return [[SpeechStarted(), AsrPartial(text.split()[0])], *quiet(feeds - 2), [AsrFinal(text)]]
+
+
+@asynccontextmanager
+async def phone_call(
+    script: Sequence[Sequence[AsrEvent]],
+    brain: FakeBrain,
+    control: FakeControl,
+    settings: CallSettings = FAST,
+) -> AsyncIterator[tuple[Call, RtpSession, asyncio.Task[str]]]:
+    bot = await RtpSession.open(**PORTS)
+    phone = await RtpSession.open(**PORTS, remote=bot.local_address)
+    bot.set_remote(phone.local_address)
+    recognizer = FakeRecognizer(script)
+    engines = CallEngines(brain, FakeSynthesizer(), lambda language: recognizer, settings)
+    call = Call(CallContext("c1", caller=None, dialled="100"), bot, engines, control)
+    running = asyncio.create_task(call.run())
+    try:
+        yield call, phone, running
+    finally:
+        call.end("test_over")
+        await asyncio.wait_for(running, 5)
+        await bot.close()
+        await phone.close()
+
+
+async def test_speech_reaches_the_brain_and_a_transfer_ends_our_leg() -> None:
+    brain = FakeBrain(
+        greeting=BrainReply("it", ("Ciao",)),
+        replies={
+            "un operatore": BrainReply(
+                "it", ("Un attimo",), transfer=Transfer("h-9", "general", "sip:general@x")
+            )
+        },
+    )
+    control = FakeControl()
+    async with phone_call([*quiet(12), *utterance("un operatore")], brain, control) as (
+        call,
+        phone,
+        running,
+    ):
+        reason = await asyncio.wait_for(asyncio.shield(running), 10)
+        heard_prompts = phone.stats.received
+    assert reason == "transferred" and call.end_reason == "transferred"
+    assert [t.handoff_id for t in control.transfers] == ["h-9"]
+    assert brain.seen == [
+        ("begin", "100"),
+        ("hear", "un operatore"),
+        ("transferred", "h-9"),
+        ("ended", "transferred"),
+    ]
+    assert heard_prompts > 0
+    assert len(call.stats.turn_latency_ms) == 1 and 0 <= call.stats.turn_latency_ms[0] < 1000
+
+
+async def test_dtmf_zero_asks_for_a_person_and_a_failed_transfer_hangs_up() -> None:
+    brain = FakeBrain(greeting=BrainReply("it", ("Ciao",)))
+    control = FakeControl(transfer_ok=False)
+    async with phone_call(quiet(1000), brain, control) as (_, phone, running):
+        await asyncio.sleep(0.3)
+        phone.send_dtmf("0")
+        reason = await asyncio.wait_for(asyncio.shield(running), 10)
+    assert reason == "bot_hung_up" and control.hung_up
+    assert [what for what, _ in brain.seen] == [
+        "begin",
+        "person",
+        "transfer_failed",
+        "ended",
+    ]
+
+
+async def test_keyed_digits_end_with_hash_and_fill_the_requested_value() -> None:
+    ask = BrainReply("it", ("Codice?",), digits=DigitRequest("customer_code", 6, prefix="CL"))
+    brain = FakeBrain(greeting=ask, replies={"1203": BrainReply("it", ("Grazie",), hang_up=True)})
+    control = FakeControl()
+    patient = CallSettings(no_input_timeout_s=0.4, inter_digit_timeout_s=1.0)
+    async with phone_call(quiet(1000), brain, control, patient) as (_, phone, running):
+        # no key within the no-input time: a reprompt, which keeps asking for the same value
+        await asyncio.wait_for(brain.wait_until_seen("no_input", "1"), 5)
+        for key in "12*1203#":  # '*' starts the value again
+            phone.send_dtmf(key, duration_ms=60)
+        reason = await asyncio.wait_for(asyncio.shield(running), 10)
+    assert reason == "bot_hung_up", brain.seen
+    assert ("keyed", "customer_code=CL1203") in brain.seen
+
+
+async def test_a_lone_zero_keyed_for_a_value_still_asks_for_a_person() -> None:
+    ask = BrainReply("it", ("Lettura?",), digits=DigitRequest("meter_reading", 8))
+    brain = FakeBrain(greeting=ask, person=BrainReply("it", ("Ciao",), hang_up=True))
+    async with phone_call(quiet(1000), brain, FakeControl()) as (_, phone, running):
+        await asyncio.sleep(0.6)
+        phone.send_dtmf("0")
+        phone.send_dtmf("#")
+        await asyncio.wait_for(asyncio.shield(running), 10)
+    assert ("person", "") in brain.seen and not any(w == "keyed" for w, _ in brain.seen)
+
+
+async def test_speaking_over_a_prompt_stops_it_but_a_backchannel_does_not() -> None:
+    long_prompt = BrainReply("it", ("Benvenuto " * 20,))  # 12 s of tone
+    script = [
+        *quiet(5),
+        [SpeechStarted(), AsrPartial("mhm")],
+        *quiet(8),
+        [AsrFinal("mhm")],  # a backchannel during the prompt: neither barge-in nor a turn
+        *quiet(5),
+        [SpeechStarted(), AsrPartial("vorrei")],
+        *quiet(8),
+        [AsrFinal("vorrei la bolletta")],
+    ]
+    brain = FakeBrain(
+        greeting=long_prompt,
+        replies={"vorrei la bolletta": BrainReply("it", ("Certo",), hang_up=True)},
+    )
+    async with phone_call(script, brain, FakeControl()) as (call, _, running):
+        reason = await asyncio.wait_for(asyncio.shield(running), 8)
+    assert reason == "bot_hung_up" and call.stats.barge_ins == 1
+    assert [t for w, t in brain.seen if w == "hear"] == ["vorrei la bolletta"]
+
+
+async def test_silence_after_a_prompt_reprompts_then_escalates() -> None:
+    brain = FakeBrain(greeting=BrainReply("it", ("Ciao",)))
+    control = FakeControl()
+    async with phone_call(quiet(1000), brain, control) as (_, _, running):
+        reason = await asyncio.wait_for(asyncio.shield(running), 10)
+    assert reason == "transferred"
+    assert [d for w, d in brain.seen if w == "no_input"] == ["1", "2", "3"]
+
+
+async def test_the_caller_hanging_up_ends_the_call_mid_prompt() -> None:
+    brain = FakeBrain(greeting=BrainReply("it", ("Benvenuto " * 30,)))
+    async with phone_call(quiet(1000), brain, FakeControl()) as (call, _, running):
+        await asyncio.sleep(0.3)
+        assert call.rtp.playing
+        call.peer_hung_up()
+        reason = await asyncio.wait_for(asyncio.shield(running), 5)
+    assert reason == "caller_hung_up" and brain.ended_with == "caller_hung_up"
+    assert not call.rtp.playing
+    assert isinstance(call.recognizer, FakeRecognizer) and call.recognizer.closed
+
+
+def test_backchannels_are_short_acknowledgements_only() -> None:
+    assert is_backchannel("Sì.") and is_backchannel("mhm") and is_backchannel("va bene")
+    assert not is_backchannel("sì, vorrei parlare con un operatore")
