@@ -356,6 +356,9 @@ class RtpSession:
                 raise
         finally:
             self._transport.close()
+            # The protocol calls back into the session: without this the pair is a reference
+            # cycle, and under call churn the full collections that free them stall the loop.
+            self._protocol.on_datagram = None
             await self._protocol.closed
 
     async def __aenter__(self) -> Self:
