@@ -24,6 +24,7 @@ from bot.core.routing import load_routing
 from bot.errors import BotError
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
+from bot.phone.lines import load_phone_lines
 from bot.runtime import open_runtime
 from bot.voice_cli import add_parsers as add_voice_parsers
 from voice.errors import VoiceError
@@ -55,9 +56,12 @@ async def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     async with open_runtime(settings, reuse_rasa=False) as runtime:
+        from bot.phone.line import open_phone_line
         from bot.web.app import make_app
+        from bot.web.keys import DESK
 
-        runner = web.AppRunner(make_app(runtime), access_log=None)
+        app = make_app(runtime)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         base = f"http://{settings.http_host}:{settings.http_port}"
@@ -81,22 +85,31 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             if not settings.api_token
             else "triage: API token from TRIAGE_API_TOKEN"
         )
-        print("triage: the SIP bridge is not part of this build yet; no SIP port is opened")
-        print("triage: press Ctrl-C to stop", flush=True)
-        # What is alive now (modules, the app, the store's engine) lives as long as the process:
-        # out of the garbage collector's reach, a full collection walks only what came after.
-        # Under chat load, full collections over everything paused the gateway 80-120 ms.
-        gc.collect()
-        gc.freeze()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            async with open_phone_line(settings, app[DESK]) as line:
+                host, port = line.local_address[:2]
+                lines = load_phone_lines(settings.phone_file)
+                print(f"triage: phone line (SIP over UDP) on {host}:{port}; call")
+                for language in ("it", "en"):
+                    print(f"        sip:{lines.number_for(language)}@{host}:{port} ({language})")
+                await _serve_until_stopped()
         finally:
             await runner.cleanup()
     return 0
+
+
+async def _serve_until_stopped() -> None:
+    print("triage: press Ctrl-C to stop", flush=True)
+    # What is alive now (modules, the app, the store's engine, the speech models) lives as long
+    # as the process: out of the garbage collector's reach, a full collection walks only what
+    # came after. Under chat load, full collections over everything paused the gateway 80-120 ms.
+    gc.collect()
+    gc.freeze()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def cmd_nlu(settings: Settings, args: argparse.Namespace) -> int:
@@ -206,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sip-port",
         type=int,
-        help="SIP port (default 5060; the SIP bridge is not part of this build yet)",
+        help="SIP port of the phone line (default 5060; env TRIAGE_SIP_PORT)",
     )
     p.set_defaults(run=cmd_serve)
 

@@ -1,0 +1,57 @@
+"""The phone line of ``triage serve``: the SIP bridge with the speech engines and the brain."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.config import Settings
+from bot.core.desk import Desk
+from bot.errors import ConfigError
+from bot.phone.brain import PhoneBrain
+from bot.phone.engines import open_call_engines
+from bot.phone.lines import load_phone_lines
+from voice.sip.agent import SipSettings, SipUserAgent
+from voice.sip.auth import DigestCredentials
+
+
+def sip_settings(settings: Settings) -> SipSettings:
+    auth = (
+        DigestCredentials(
+            settings.sip_auth_realm, settings.sip_auth_user, settings.sip_auth_password
+        )
+        if settings.sip_auth_user
+        else None
+    )
+    try:
+        return SipSettings(
+            host=settings.sip_host,
+            port=settings.sip_port,
+            advertised_host=settings.sip_advertised_host or None,
+            rtp_port_min=settings.rtp_port_min,
+            rtp_port_max=settings.rtp_port_max,
+            max_calls=settings.sip_max_calls,
+            allowed_sources=settings.sip_allowed_sources,
+            auth=auth,
+        )
+    except ValueError as exc:  # names the field; the TRIAGE_SIP_* variables carry them
+        raise ConfigError(f"SIP settings (TRIAGE_SIP_*, TRIAGE_RTP_*): {exc}") from None
+
+
+@asynccontextmanager
+async def open_phone_line(settings: Settings, desk: Desk) -> AsyncIterator[SipUserAgent]:
+    lines = load_phone_lines(settings.phone_file)
+    brain = PhoneBrain(desk, lines)
+    sip = sip_settings(settings)
+    async with open_call_engines(
+        brain,
+        lines,
+        models_dir=settings.models_dir,
+        preferred_engine=settings.asr_engine,
+        endpoint_silence_ms=settings.asr_endpoint_silence_ms,
+    ) as engines:
+        agent = await SipUserAgent.start(sip, engines)
+        try:
+            yield agent
+        finally:
+            await agent.close()
