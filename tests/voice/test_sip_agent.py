@@ -197,12 +197,15 @@ class Caller:
     user_agent: str = "test-phone/1.0"
     rtp_port: int = 40999  # nothing listens there; tests that check media pass their own
     to_tag: str | None = None  # ours from the 180/200
+    dialled: str = "100"
 
     def headers(
         self, method: str, cseq: int, branch: str, *, to_tag: str | None = None
     ) -> list[tuple[str, str]]:
         host, port = self.phone.address
-        to = f"<sip:100@{self.ua[0]}:{self.ua[1]}>" + (f";tag={to_tag}" if to_tag else "")
+        to = f"<sip:{self.dialled}@{self.ua[0]}:{self.ua[1]}>" + (
+            f";tag={to_tag}" if to_tag else ""
+        )
         return [
             ("Via", f"SIP/2.0/UDP {host}:{port};branch={branch};rport"),
             ("From", f'"Mario Rossi" <sip:{self.number}@{host}:{port}>;tag={self.tag}'),
@@ -232,7 +235,7 @@ class Caller:
         headers += [("Contact", f"<sip:phone@{host}:{port}>"), *extra]
         if body:
             headers.append(("Content-Type", "application/sdp"))
-        return sip(f"INVITE sip:100@{self.ua[0]}:{self.ua[1]} SIP/2.0", headers, body)
+        return sip(f"INVITE sip:{self.dialled}@{self.ua[0]}:{self.ua[1]} SIP/2.0", headers, body)
 
     def ack(self, branch: str | None = None, *, cseq: int = 1) -> bytes:
         branch = branch or f"z9hG4bK-{self.call_id}-ack-{cseq}"
@@ -246,7 +249,7 @@ class Caller:
 
     def cancel(self, branch: str | None = None) -> bytes:
         headers = self.headers("CANCEL", 1, branch or self.first_branch)
-        return sip(f"CANCEL sip:100@{self.ua[0]}:{self.ua[1]} SIP/2.0", headers)
+        return sip(f"CANCEL sip:{self.dialled}@{self.ua[0]}:{self.ua[1]} SIP/2.0", headers)
 
     def send(self, data: bytes) -> None:
         self.phone.send(data, self.ua)
