@@ -167,6 +167,7 @@ class Call:
         self._keys: asyncio.Queue[str] = asyncio.Queue()
         self._pending_latency: float | None = None
         self._acted = 0
+        self._person_pending = False  # a PersonRequested is queued or being handled
         self._backlog: deque[bytes] = deque()
         self._audio_ready = asyncio.Event()
         self._acted_changed = asyncio.Condition()
@@ -202,41 +203,66 @@ class Call:
     # the loop
 
     async def run(self) -> str:
-        """Greet, converse until the call ends; returns the reason it ended."""
+        """Greet, converse until the call ends; returns the reason it ended.
+
+        Whatever happens (a task fails, the caller hangs up while the brain is still preparing
+        the greeting), the recogniser is closed and the brain is told how the call ended."""
         self._activate()
-        conversation_id, greeting = await self.brain.begin(self.context)
-        self.conversation_id = conversation_id
-        self.language = greeting.language
-        self.recognizer = self.engines.recognizer_for(greeting.language)
-        tasks = [
-            asyncio.create_task(self._receive_audio(), name="call-audio"),
-            asyncio.create_task(self._listen(), name="call-listen"),
-            asyncio.create_task(self._read_keys(), name="call-keys"),
-            asyncio.create_task(self._collect_digits(), name="call-digits"),
-            asyncio.create_task(self._dialogue(greeting), name="call-dialogue"),
-        ]
-        ended = asyncio.create_task(self._ended.wait())
+        tasks: list[asyncio.Task[None]] = []
+        ended = asyncio.create_task(self._ended.wait(), name="call-ended")
         try:
+            begin = asyncio.create_task(self.brain.begin(self.context), name="call-begin")
+            await asyncio.wait([begin, ended], return_when=asyncio.FIRST_COMPLETED)
+            if not begin.done():  # hung up before the greeting: no conversation to talk in
+                begin.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    conversation_id, _ = await begin
+                    self.conversation_id = conversation_id
+                return self._finished_reason()
+            conversation_id, greeting = begin.result()
+            self.conversation_id = conversation_id
+            self.language = greeting.language
+            self.recognizer = self.engines.recognizer_for(greeting.language)
+            tasks = [
+                asyncio.create_task(self._receive_audio(), name="call-audio"),
+                asyncio.create_task(self._listen(), name="call-listen"),
+                asyncio.create_task(self._read_keys(), name="call-keys"),
+                asyncio.create_task(self._collect_digits(), name="call-digits"),
+                asyncio.create_task(self._dialogue(greeting), name="call-dialogue"),
+            ]
             done, _ = await asyncio.wait([*tasks, ended], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not ended and not task.cancelled() and task.exception() is not None:
                     log.error("call task failed", exc_info=task.exception())
                     self.end("failed")
+        except Exception:
+            log.exception("call failed before its dialogue started")
+            self.end("failed")
         finally:
             for task in [*tasks, ended]:
                 task.cancel()
-            for task in [*tasks, ended]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # the tasks' own failures were logged above: only their end matters here
+            await asyncio.gather(*tasks, ended, return_exceptions=True)
+            await self._clean_up()
+        return self._finished_reason()
+
+    def _finished_reason(self) -> str:
+        if self.end_reason is None:
+            self.end("failed")
+        assert self.end_reason is not None
+        return self.end_reason
+
+    async def _clean_up(self) -> None:
+        reason = self._finished_reason()
+        try:
             self.rtp.stop_playback()
-            await self.recognizer.close()
-            if self.end_reason is None:
-                self.end("failed")
-            assert self.end_reason is not None
+            if self.recognizer is not None:
+                await self.recognizer.close()
+        finally:
             async with self._acted_changed:  # wake wait_replies: the call is over
                 self._acted_changed.notify_all()
-            await self.brain.ended(conversation_id, self.end_reason)
-        return self.end_reason
+            if self.conversation_id is not None:
+                await self.brain.ended(self.conversation_id, reason)
 
     async def _receive_audio(self) -> None:
         """Take the caller's audio off the RTP session as it comes: a streaming decoder works in
@@ -301,7 +327,8 @@ class Call:
             now = asyncio.get_running_loop().time()
             self._last_activity = now
             if self._collect is None:
-                if key == "0":
+                if key == "0" and not self._person_pending:
+                    self._person_pending = True  # repeated presses: one request, not many
                     self.rtp.stop_playback()
                     self._events.put_nowait(PersonRequested(now))
                 continue
@@ -328,7 +355,8 @@ class Call:
                 buffer += key
             if key == "#" or len(buffer) >= request.max_digits:
                 now = asyncio.get_running_loop().time()
-                if buffer == "0":
+                if buffer == "0" and not self._person_pending:
+                    self._person_pending = True
                     self._events.put_nowait(PersonRequested(now))
                 elif buffer:
                     self._collect = None
@@ -339,11 +367,16 @@ class Call:
         assert self.conversation_id is not None
         await self._act(greeting)
         silent_prompts = 0
+        loop = asyncio.get_running_loop()
+        listening_since = loop.time()
         while self.state is not CallState.ENDED:
+            # silence counts from the end of the last prompt or the caller's last sound
+            quiet_from = max(listening_since, self._last_activity)
+            remaining = self.settings.no_input_timeout_s - (loop.time() - quiet_from)
             try:
-                event = await asyncio.wait_for(self._events.get(), self.settings.no_input_timeout_s)
+                event = await asyncio.wait_for(self._events.get(), max(remaining, 0.05))
             except TimeoutError:
-                idle_s = asyncio.get_running_loop().time() - self._last_activity
+                idle_s = loop.time() - max(listening_since, self._last_activity)
                 if self._speaking or idle_s < self.settings.no_input_timeout_s:
                     continue  # the caller is talking or keying: not silence
                 silent_prompts += 1
@@ -351,6 +384,7 @@ class Call:
                 reprompt = await self.brain.no_input(self.conversation_id, silent_prompts)
                 # a reprompt repeats the question: digits for the value asked are still welcome
                 await self._act(reprompt, keep_request=asked)
+                listening_since = loop.time()
                 continue
             silent_prompts = 0
             self._pending_latency = event.at
@@ -361,6 +395,9 @@ class Call:
             else:
                 reply = await self.brain.ask_for_person(self.conversation_id)
             await self._act(reply)
+            if isinstance(event, PersonRequested):
+                self._person_pending = False  # asked and answered: a new press is a new request
+            listening_since = loop.time()
 
     async def wait_replies(self, count: int) -> None:
         """Wait until ``count`` replies (the greeting is the first) were said and acted on, or
@@ -395,8 +432,8 @@ class Call:
             await self._act(await self.brain.transfer_failed(self.conversation_id, reply.transfer))
             return
         if reply.hang_up:
+            self.end("bot_hung_up")  # media and recognition stop now, not after the BYE's answer
             await self.control.hang_up()
-            self.end("bot_hung_up")
 
     async def _say(self, texts: tuple[str, ...]) -> None:
         playbacks: list[Playback] = []

@@ -183,3 +183,56 @@ async def test_the_caller_hanging_up_ends_the_call_mid_prompt() -> None:
 def test_backchannels_are_short_acknowledgements_only() -> None:
     assert is_backchannel("Sì.") and is_backchannel("mhm") and is_backchannel("va bene")
     assert not is_backchannel("sì, vorrei parlare con un operatore")
+
+
+class FailingRecognizer(FakeRecognizer):
+    async def feed(self, pcm16k: bytes) -> list[AsrEvent]:
+        raise RuntimeError("decoder crashed")
+
+
+async def test_a_failing_task_ends_the_call_and_still_cleans_up() -> None:
+    brain = FakeBrain(greeting=BrainReply("it", ("Ciao",)))
+    bot = await RtpSession.open(**PORTS)
+    phone = await RtpSession.open(**PORTS, remote=bot.local_address)
+    bot.set_remote(phone.local_address)
+    recognizer = FailingRecognizer()
+    engines = CallEngines(brain, FakeSynthesizer(), lambda language: recognizer, FAST)
+    call = Call(CallContext("c1", caller=None, dialled="100"), bot, engines, FakeControl())
+    try:
+        reason = await asyncio.wait_for(call.run(), 5)
+    finally:
+        await bot.close()
+        await phone.close()
+    assert reason == "failed" and brain.ended_with == "failed" and recognizer.closed
+
+
+class SlowBrain(FakeBrain):
+    async def begin(self, call: CallContext) -> tuple[str, BrainReply]:
+        await asyncio.sleep(30)
+        raise AssertionError("never reached: the caller hung up first")
+
+
+async def test_hanging_up_while_the_greeting_is_prepared_ends_the_call_at_once() -> None:
+    bot = await RtpSession.open(**PORTS)
+    engines = CallEngines(SlowBrain(), FakeSynthesizer(), lambda language: FakeRecognizer(), FAST)
+    call = Call(CallContext("c1", caller=None, dialled="100"), bot, engines, FakeControl())
+    running = asyncio.create_task(call.run())
+    await asyncio.sleep(0.1)
+    call.peer_hung_up()
+    try:
+        assert await asyncio.wait_for(running, 2) == "caller_hung_up"
+    finally:
+        await bot.close()
+
+
+async def test_many_presses_of_zero_ask_for_a_person_once() -> None:
+    hold_on = BrainReply("it", ("Attenda in linea, prego.",))  # 1.4 s; the call goes on
+    brain = FakeBrain(greeting=BrainReply("it", ("Ciao",)), person=hold_on)
+    async with phone_call(quiet(1000), brain, FakeControl()) as (call, phone, _):
+        await asyncio.sleep(0.3)
+        for _ in range(6):  # an impatient caller, or a flood of events
+            phone.send_dtmf("0", duration_ms=40)
+        await asyncio.wait_for(brain.wait_until_seen("person", ""), 5)
+        await asyncio.wait_for(call.wait_replies(2), 5)
+        await asyncio.sleep(0.5)
+    assert [w for w, _ in brain.seen].count("person") == 1
