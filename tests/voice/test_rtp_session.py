@@ -564,3 +564,43 @@ async def test_send_errors_are_counted_not_raised() -> None:
         session.play(_tone(0.04))
         await asyncio.sleep(0.1)
         assert session.stats.send_errors >= 5
+
+
+async def test_a_dynamic_audio_payload_type_is_sent_and_accepted(peer: Peer) -> None:
+    session = await RtpSession.open(
+        rtp_port_min=PORT_MIN,
+        rtp_port_max=PORT_MAX,
+        host=LOOPBACK,
+        remote=peer.address,
+        codec=G711Codec.PCMU,
+        payload_type=96,  # a=rtpmap:96 PCMU/8000
+    )
+    try:
+        assert (await peer.recv()).packet.payload_type == 96
+        peer.send(_audio_packet(1, b"\x80" * 160, pt=96), session.local_address)
+        peer.send(_audio_packet(2, b"\x80" * 160, pt=0), session.local_address)  # not negotiated
+        assert await _next_audio(session) == audio.ulaw_decode(b"\x80" * 160)
+        await asyncio.sleep(0.05)
+        assert session.stats.unexpected_payload_type == 1
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize(("allowed", "latches"), [("127.0.0.2", False), (LOOPBACK, True)])
+async def test_only_latch_hosts_can_take_the_media(peer: Peer, allowed: str, latches: bool) -> None:
+    session = await RtpSession.open(
+        rtp_port_min=PORT_MIN,
+        rtp_port_max=PORT_MAX,
+        host=LOOPBACK,
+        remote=("127.0.0.2", 9),
+        latch_hosts=frozenset({allowed}),
+    )
+    try:
+        peer.send(_audio_packet(1, b"\x80" * 160), session.local_address)  # from 127.0.0.1
+        await asyncio.sleep(0.1)
+        assert session.latched is latches
+        assert session.stats.foreign_source == (0 if latches else 1)
+        assert session.remote_address == (peer.address if latches else ("127.0.0.2", 9))
+        assert session.audio.empty() is not latches
+    finally:
+        await session.close()

@@ -30,7 +30,7 @@ from voice.errors import SipParseError
 from voice.fake_brain import FakeBrain
 from voice.sip.agent import SipSettings, SipStats, SipUserAgent
 from voice.sip.auth import DigestCredentials
-from voice.sip.leg import CallRecord
+from voice.sip.leg import CallLeg, CallRecord
 from voice.sip.message import MAX_MESSAGE_BYTES, SipRequest, SipResponse, parse_message
 from voice.sip.sdp import parse_sdp
 from voice.sip.transaction import SipTimers
@@ -382,14 +382,26 @@ async def test_an_invite_is_answered_with_sdp_and_the_caller_hanging_up_ends_it(
         await phone.nothing_more()
 
 
-async def test_the_caller_is_read_from_p_asserted_identity_first(phone: Phone) -> None:
-    async with running() as agent:
+async def test_the_caller_is_read_from_p_asserted_identity_first_from_a_trunk(
+    phone: Phone,
+) -> None:
+    async with running(allowed_sources=(LOOPBACK,)) as agent:
         caller = Caller(phone, agent.local_address, number="anonymous")
         pai = (("P-Asserted-Identity", "<tel:+390212345678>"),)
         caller.send(caller.invite(extra=pai))
         assert await phone.statuses(3) == [100, 180, 200]
         await agent.close()
         assert record(agent).context.caller == "+390212345678"
+
+
+async def test_p_asserted_identity_is_ignored_without_allowed_sources(phone: Phone) -> None:
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        pai = (("P-Asserted-Identity", "<tel:+390212345678>"),)
+        caller.send(caller.invite(extra=pai))
+        assert await phone.statuses(3) == [100, 180, 200]
+        await agent.close()
+        assert record(agent).context.caller == "3331234567"  # From: a hint, not an identity
 
 
 async def test_a_retransmitted_invite_makes_exactly_one_call(phone: Phone) -> None:
@@ -424,7 +436,7 @@ async def test_the_same_invite_by_another_path_is_refused_482(phone: Phone) -> N
         caller = Caller(phone, agent.local_address)
         await caller.answered()
         caller.send(caller.invite(branch=f"z9hG4bK-{caller.call_id}-other-path"))
-        assert await phone.statuses(2) == [100, 482]
+        assert await phone.statuses(1) == [482]
         assert agent.stats.rejected["merged"] == 1 and agent.stats.active_calls == 1
 
 
@@ -536,6 +548,7 @@ async def test_a_reinvite_keeps_the_codec_and_moves_the_media(phone: Phone) -> N
             assert await phone.statuses(1) == [100]
             ok = await phone.response()
             assert ok.status == 200
+            assert ok.contact_uri is not None and ok.contact_uri.port == agent.local_address[1]
             assert parse_sdp(ok.body).media[0].formats[0] == "0"
             assert parse_sdp(ok.body).media[0].port == parse_sdp(first.body).media[0].port
             caller.send(caller.ack(cseq=2))
@@ -737,7 +750,6 @@ async def test_the_call_limit_is_answered_503_with_retry_after(phone: Phone) -> 
         await Caller(phone, agent.local_address).connected()
         second = Caller(phone, agent.local_address)
         second.send(second.invite())
-        assert await phone.statuses(1) == [100]
         busy = await phone.response()
         assert busy.status == 503 and busy.headers.get("Retry-After") == "17"
         assert agent.stats.rejected["busy"] == 1 and agent.stats.active_calls == 1
@@ -774,7 +786,7 @@ async def test_an_offer_without_g711_or_without_sdp_is_488(phone: Phone) -> None
         g729.send(g729.invite(body=sdp(40998, (18, "G729"))))
         no_offer = Caller(phone, agent.local_address)
         no_offer.send(no_offer.invite(body=b""))
-        assert await phone.statuses(4) == [100, 488, 100, 488]
+        assert await phone.statuses(2) == [488, 488]
         assert agent.stats.rejected == {"no_media": 1, "no_offer": 1}
         assert agent.stats.active_calls == 0
 
@@ -831,7 +843,6 @@ async def test_digest_auth_challenges_an_invite_and_accepts_the_right_answer(
         caller = Caller(phone, agent.local_address)
         uri = f"sip:100@{agent.local_address[0]}:{agent.local_address[1]}"
         caller.send(caller.invite())
-        assert await phone.statuses(1) == [100]
         challenge = await phone.response()
         assert challenge.status == 401
         offered = challenge.headers.get_all("WWW-Authenticate")
@@ -842,7 +853,7 @@ async def test_digest_auth_challenges_an_invite_and_accepts_the_right_answer(
 
         wrong = (("Authorization", authorization(offered[0], uri, "guess")),)
         caller.send(caller.invite(f"z9hG4bK-{caller.call_id}-2", cseq=2, extra=wrong))
-        assert await phone.statuses(2) == [100, 401]
+        assert await phone.statuses(1) == [401]
         right = (("Authorization", authorization(offered[1], uri, "s3cret")),)
         caller.send(caller.invite(f"z9hG4bK-{caller.call_id}-3", cseq=3, extra=right))
         assert await phone.statuses(3) == [100, 180, 200]
@@ -923,3 +934,84 @@ async def test_every_rfc_4475_message_over_the_wire_leaves_the_agent_answering(
                 assert final[:1] == [CORPUS_STATUS[path.name]], path.name
         stats = agent.stats
         assert stats.calls_started == 0 and stats.transport.handler_errors == 0
+
+
+# --- Robustness -----------------------------------------------------------------------------
+
+
+async def test_a_reinvite_whose_contact_has_an_unknown_scheme_is_400(phone: Phone) -> None:
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.connected()
+        await until(agent, lambda s: s.calls_started == 1)
+        reinvite = caller.invite(
+            f"z9hG4bK-{caller.call_id}-reinv", cseq=2, to_tag=caller.to_tag
+        ).replace(f"<sip:phone@{phone.address[0]}:{phone.address[1]}>".encode(), b"<http://x/>")
+        caller.send(reinvite)
+        assert await phone.statuses(2) == [100, 400]
+        assert agent.stats.transport.handler_errors == 0
+
+
+async def test_an_unexpected_error_handling_a_request_is_answered_500(
+    phone: Phone, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(leg: object, notify: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(CallLeg, "receive_notify", broken)
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.connected()
+        caller.send(notify(caller, 2, b"SIP/2.0 200 OK\r\n", "terminated"))
+        assert await phone.statuses(1) == [500]
+        assert agent.stats.rejected["failed"] == 1
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+
+
+async def test_an_ack_with_a_malformed_or_wrong_cseq_is_a_stray_ack(phone: Phone) -> None:
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.answered()
+        caller.send(caller.ack().replace(b"CSeq: 1 ACK", b"CSeq: one ACK"))
+        caller.send(caller.ack().replace(b"CSeq: 1 ACK", b"CSeq: 1 INVITE"))
+        await until(agent, lambda s: s.stray_acks == 2)
+        assert agent.stats.calls_started == 0 and agent.stats.transport.handler_errors == 0
+        caller.send(caller.ack())
+        await until(agent, lambda s: s.calls_started == 1)
+
+
+async def test_a_dynamic_payload_type_for_pcmu_carries_the_audio(phone: Phone) -> None:
+    media = await Phone.open()  # its socket stands in for the caller's RTP port
+    try:
+        async with running() as agent:
+            caller = Caller(phone, agent.local_address, rtp_port=media.address[1])
+            caller.send(caller.invite(body=sdp(media.address[1], (96, "PCMU"))))
+            assert await phone.statuses(2) == [100, 180]
+            ok = await phone.response()
+            assert parse_sdp(ok.body).media[0].formats[0] == "96"
+            data, _ = await asyncio.wait_for(media._protocol.datagrams.get(), WAIT_S)
+            assert data[1] & 0x7F == 96
+    finally:
+        await media.close()
+
+
+async def test_a_refused_invite_gets_no_100_and_no_transaction(phone: Phone) -> None:
+    credentials = DigestCredentials("triage", "trunk1", "s3cret")
+    async with running(auth=credentials) as agent:
+        caller = Caller(phone, agent.local_address)
+        invite = caller.invite()
+        caller.send(invite)
+        assert await phone.statuses(1) == [401]
+        await asyncio.sleep(TIMERS.t1_s * 4)
+        assert len(agent.transactions) == 0, "stateless: nothing to retransmit on Timer G"
+        caller.send(invite)  # a retransmission gets the refusal again, once
+        await asyncio.sleep(TIMERS.t1_s * 4)
+        assert len(phone.received(401)) == 2 and not phone.received(100)
+
+
+async def test_options_out_of_a_dialog_leaves_no_transaction(phone: Phone) -> None:
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        caller.send(sip(f"OPTIONS sip:{LOOPBACK} SIP/2.0", caller.headers("OPTIONS", 1, "z9o1")))
+        assert await phone.statuses(1) == [200]
+        assert len(agent.transactions) == 0

@@ -23,7 +23,13 @@ from voice.sip.message import (
 )
 from voice.sip.response import make_response
 from voice.sip.uri import SipUri, parse_uri, uri_scheme
-from voice.sip.validation import accepts_sdp, unsupported_extensions, validate_request
+from voice.sip.validation import (
+    MAX_ADDRESS_VALUES,
+    MAX_VIA_VALUES,
+    accepts_sdp,
+    unsupported_extensions,
+    validate_request,
+)
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
 
@@ -841,3 +847,25 @@ def test_validate_request_names_the_missing_mandatory_header(name: str) -> None:
 def test_validate_request_refuses_duplicated_single_value_headers() -> None:
     message = request(invite("Call-ID: other@192.0.2.20"))
     assert validate_request(message) == (400, "Multiple Call-ID Headers")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "count"),
+    [
+        ("Contact", "<sip:mario@192.0.2.20>", MAX_ADDRESS_VALUES),  # plus the invite's own
+        ("Record-Route", "<sip:p1.example.com;lr>", MAX_ADDRESS_VALUES + 1),
+        ("Route", "<sip:p1.example.com;lr>", MAX_ADDRESS_VALUES + 1),
+        ("Via", "SIP/2.0/UDP 192.0.2.30:5060;branch=z9hG4bKp", MAX_VIA_VALUES),
+    ],
+)
+def test_validate_request_refuses_too_many_list_values_before_parsing_them(
+    name: str, value: str, count: int
+) -> None:
+    many = request(invite(f"{name}: " + ", ".join([value] * count)))
+    assert validate_request(many) == (400, f"Too Many {name} Values")
+    fewer = request(invite(f"{name}: " + ", ".join([value] * (count - 1))))
+    assert validate_request(fewer) is None
+
+
+def test_the_size_limit_is_8_kib() -> None:
+    assert MAX_MESSAGE_BYTES == 8192

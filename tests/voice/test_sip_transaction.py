@@ -16,6 +16,7 @@ import pytest
 from voice.sip.message import SipRequest, SipResponse, parse_message
 from voice.sip.response import make_response
 from voice.sip.transaction import (
+    MAX_LINGERING,
     T1_S,
     T2_S,
     T4_S,
@@ -317,3 +318,20 @@ async def test_only_non_invite_client_transactions_exist(
     transactions.request(request("BYE", branch="z9hG4bKsame"), PEER)
     with pytest.raises(ValueError, match="fresh branch"):
         transactions.request(request("BYE", branch="z9hG4bKsame"), PEER)
+
+
+async def test_finished_transactions_beyond_the_cap_forget_the_oldest_first() -> None:
+    wire = Wire()
+    transactions = TransactionLayer(wire.send, TIMERS, max_lingering=2)
+    try:
+        branches = [f"z9hG4bKcap{n}" for n in range(3)]
+        for branch in branches:
+            bye = request("BYE", branch=branch, to_tag="ours")
+            transactions.server(bye, PEER).respond(make_response(bye, 200))
+
+        assert len(transactions) == 2 and transactions.stats.lingering_dropped == 1
+        assert not transactions.absorb(request("BYE", branch=branches[0], to_tag="ours"))
+        assert transactions.absorb(request("BYE", branch=branches[2], to_tag="ours"))
+    finally:
+        transactions.close()
+    assert MAX_LINGERING == 10_000

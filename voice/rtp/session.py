@@ -19,7 +19,9 @@ schedule even when frames had to be skipped after the loop stalled.
 Addressing (symmetric RTP, "comedia"). Packets go to the address from the SDP until the first
 valid packet from the peer arrives; from then on they go to that packet's source, and packets
 from any other source are dropped (a stray or injected stream cannot take the call over).
-``set_remote`` (a re-INVITE) starts over.
+With ``latch_hosts`` only packets from those IPs can be latched on (RTP bleed: a stranger
+spraying the port range cannot take the media before the peer's first packet).
+``set_remote`` (a re-INVITE) starts over, and allows the new SDP address.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ RECEIVE_FILL_AFTER_S: Final = 0.1  # peer silent this long: deliver silence fram
 MAX_CLOCK_LAG_S: Final = 0.1  # a sender later than this skips the missed frames, no burst
 DTMF_GAP_FRAMES: Final = 2  # silence between two sent key presses (40 ms)
 _MAX_PORT: Final = 65535
+_MAX_PAYLOAD_TYPE: Final = 127
 
 
 class G711Codec(enum.Enum):
@@ -198,16 +201,20 @@ class RtpSession:
         *,
         remote: tuple[str, int] | None,
         codec: G711Codec,
+        payload_type: int,
         telephone_event_pt: int | None,
+        latch_hosts: frozenset[str] | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._transport = transport
         self._protocol = protocol
         self._codec = codec
+        self._payload_type = payload_type
         self._telephone_event_pt = telephone_event_pt
         self._remote = remote
         self._latched_to: tuple[str, int] | None = None
+        self._latch_hosts = latch_hosts
         self.stats = stats
         self.audio: asyncio.Queue[bytes] = asyncio.Queue(AUDIO_QUEUE_FRAMES)
         self.dtmf: asyncio.Queue[DtmfDigit] = asyncio.Queue(DTMF_QUEUE_DIGITS)
@@ -240,22 +247,32 @@ class RtpSession:
         host: str = "0.0.0.0",
         remote: tuple[str, int] | None = None,
         codec: G711Codec = G711Codec.PCMU,
+        payload_type: int | None = None,
         telephone_event_pt: int | None = DEFAULT_TELEPHONE_EVENT_PT,
+        latch_hosts: frozenset[str] | None = None,
     ) -> Self:
         """Bind an even port of ``rtp_port_min..rtp_port_max`` on ``host`` and start the clock.
 
         ``remote`` is the address from the peer's SDP (an IP literal), or ``None`` until it is
         known (``set_remote``). Busy ports are skipped; the search starts at a random even port
-        of the range so that concurrent calls rarely collide. Raises ``RtpPortsExhausted`` when
-        every even port is taken, ``ValueError`` for a bad range or address.
+        of the range so that concurrent calls rarely collide. ``payload_type`` is the audio
+        payload type negotiated in SDP (a dynamic one, say 96 for PCMU), by default the codec's
+        static one. ``latch_hosts``, if given, are the only IPs media is accepted and latched
+        from (the SDP address and the signalling source): packets from any other are counted
+        as ``foreign_source``; ``None`` latches on the first valid packet from anywhere. Raises
+        ``RtpPortsExhausted`` when every even port is taken, ``ValueError`` for a bad range or
+        address.
         """
         if rtp_port_min % 2 or not 0 < rtp_port_min <= rtp_port_max <= _MAX_PORT:
             raise ValueError(
                 f"rtp_port_min..rtp_port_max must be an even start within 1..65535, "
                 f"got {rtp_port_min}..{rtp_port_max}"
             )
+        audio_pt = codec.value if payload_type is None else payload_type
+        if not 0 <= audio_pt <= _MAX_PAYLOAD_TYPE:
+            raise ValueError(f"audio payload type {audio_pt} is outside 0..127")
         if telephone_event_pt is not None and (
-            not 0 <= telephone_event_pt <= 127 or telephone_event_pt == codec.value
+            not 0 <= telephone_event_pt <= _MAX_PAYLOAD_TYPE or telephone_event_pt == audio_pt
         ):
             raise ValueError(f"telephone-event payload type {telephone_event_pt} is not usable")
         if remote is not None:
@@ -279,7 +296,9 @@ class RtpSession:
                 stats,
                 remote=remote,
                 codec=codec,
+                payload_type=audio_pt,
                 telephone_event_pt=telephone_event_pt,
+                latch_hosts=latch_hosts,
             )
         raise RtpPortsExhausted(
             f"no free even RTP port in {rtp_port_min}..{rtp_port_max} on {host}"
@@ -313,6 +332,8 @@ class RtpSession:
         """Send to a new SDP address (re-INVITE) and latch again on the peer's next packet."""
         self._remote = _check_ip_address(remote)
         self._latched_to = None
+        if self._latch_hosts is not None:
+            self._latch_hosts = self._latch_hosts | {self._remote[0]}
 
     def play(self, pcm8k: bytes) -> Playback:
         """Queue 8 kHz 16-bit PCM after any audio already queued; returns its ``Playback``."""
@@ -383,7 +404,7 @@ class RtpSession:
             self.stats.malformed += 1
             logger.debug("RTP packet dropped: %s", exc)
             return
-        is_audio = packet.payload_type == self._codec.value
+        is_audio = packet.payload_type == self._payload_type
         is_event = (
             self._telephone_event_pt is not None and packet.payload_type == self._telephone_event_pt
         )
@@ -391,7 +412,10 @@ class RtpSession:
             self.stats.unexpected_payload_type += 1
             return
         source = (addr[0], addr[1])
-        if self._latched_to is not None and source != self._latched_to:
+        latched, hosts = self._latched_to, self._latch_hosts
+        if (latched is not None and source != latched) or (
+            latched is None and hosts is not None and source[0] not in hosts
+        ):
             self.stats.foreign_source += 1
             return
         digits: list[DtmfDigit] = []
@@ -498,7 +522,7 @@ class RtpSession:
     def _send_media(self, timestamp: int, payload: bytes, *, marker: bool) -> None:
         self._send(
             RtpPacket(
-                payload_type=self._codec.value,
+                payload_type=self._payload_type,
                 sequence=0,
                 timestamp=timestamp,
                 ssrc=self.ssrc,

@@ -7,12 +7,15 @@ predicate)`` returns the first snapshot that satisfies ``predicate`` (tests and 
 
 Receiving a request, in order: the transport drops sources outside ``allowed_sources`` and
 ``blocked_user_agents`` (scanners) silently and answers 400/513 to what it cannot parse;
-retransmissions are answered by their transaction; every INVITE gets 100 Trying at once; then
-``validate_request`` (405/501 with Allow, 420, 415, 416...), the dialog lookup (481), digest
-authentication (401), the call limit (503 with Retry-After) and the SDP offer (488). An
-accepted INVITE becomes a ``CallLeg`` (``voice.sip.leg``): 180, RTP, 200, ACK, the ``Call``.
-OPTIONS is answered 200 with Allow, Accept and Supported in and out of dialogs (PBX
-keep-alives). Responses that match no client transaction are dropped and counted.
+retransmissions are answered by their transaction; then ``validate_request`` (405/501 with
+Allow, 420, 415, 416...), the dialog lookup (481), digest authentication (401), the call limit
+(503 with Retry-After) and the SDP offer (488). These refusals are stateless (RFC 3261 §8.2.7):
+sent once, no transaction, no retransmission, so a spoofed INVITE is not amplified. Only an
+accepted INVITE gets 100 Trying and becomes a ``CallLeg`` (``voice.sip.leg``): 180, RTP, 200,
+ACK, the ``Call``. An exception while handling a request is answered 400 (a parse error) or 500
+(logged), never left with its transaction unanswered.
+OPTIONS is answered 200 (statelessly) with Allow, Accept and Supported in and out of dialogs
+(PBX keep-alives). Responses that match no client transaction are dropped and counted.
 
 No caller numbers, URIs or digits go into log text; they go, if anywhere, into ``extra``.
 """
@@ -42,6 +45,7 @@ from voice.sip.response import make_response
 from voice.sip.sdp import parse_sdp
 from voice.sip.transaction import (
     Address,
+    AnyServerTransaction,
     InviteServerTransaction,
     ServerTransaction,
     SipTimers,
@@ -337,15 +341,6 @@ class SipUserAgent:
             if leg is None or not leg.receive_ack(request):
                 self._counters.stray_acks += 1
             return
-        transaction: InviteServerTransaction | ServerTransaction | None = None
-        try:
-            if request.method == "INVITE":
-                transaction = self.transactions.invite_server(request, source)
-                transaction.respond(make_response(request, 100))
-            else:
-                transaction = self.transactions.server(request, source)
-        except (ValueError, SipParseError):
-            transaction = None  # no Via to key a transaction by: answered statelessly below
         problem = validate_request(
             request,
             methods=ALLOWED_METHODS,
@@ -355,36 +350,62 @@ class SipUserAgent:
         if problem is not None:
             status, reason = problem
             self._counters.rejected["invalid"] += 1
-            headers = _problem_headers(request, status)
-            self._reply(transaction, request, source, status, reason, headers)
+            self._reply(None, request, source, status, reason, _problem_headers(request, status))
             return
-        if transaction is None:
-            self._reply(None, request, source, 400, "Malformed Via Header")
+        opened: list[AnyServerTransaction] = []
+        try:
+            self._dispatch(request, source, opened)
+        except SipParseError:
+            status = 400
+        except Exception:
+            log.exception("SIP request handling failed", extra={"method": request.method})
+            status = 500
+        else:
             return
-        self._dispatch(request, transaction)
+        # No exception leaves a transaction unanswered (it would live, and leak, forever).
+        self._counters.rejected["invalid" if status == 400 else "failed"] += 1
+        for transaction in opened:
+            if not transaction.final_sent:
+                self._reply(transaction, request, source, status)
+        if not opened:
+            self._reply(None, request, source, status)
 
     def _dispatch(
-        self, request: SipRequest, transaction: InviteServerTransaction | ServerTransaction
+        self, request: SipRequest, source: Address, opened: list[AnyServerTransaction]
     ) -> None:
+        """Answer a valid request. Refusals outside a dialog are stateless (RFC 3261 §8.2.7),
+        sent once and again once per retransmission: no transaction, no Timer G to amplify a
+        spoofed INVITE. The transactions opened go into ``opened``."""
+
+        def stateful() -> AnyServerTransaction:
+            transaction: AnyServerTransaction
+            if request.method == "INVITE":
+                transaction = self.transactions.invite_server(request, source)
+                transaction.respond(make_response(request, 100))
+            else:
+                transaction = self.transactions.server(request, source)
+            opened.append(transaction)
+            return transaction
+
         method = request.method
         if method == "OPTIONS":
             headers = [*self.headers_for(200), ("Accept", SDP_MEDIA_TYPE)]
-            self._reply(transaction, request, transaction.source, 200, headers=headers)
+            self._reply(None, request, source, 200, headers=headers)
             return
         if method == "CANCEL":
-            self._on_cancel(request, transaction)
+            self._on_cancel(request, source, stateful)
             return
         if method == "INVITE" and request.to_addr.tag is None:
-            assert isinstance(transaction, InviteServerTransaction)
-            self._on_new_invite(request, transaction)
+            self._on_new_invite(request, source, stateful)
             return
         leg = self._leg_of(request)
         if leg is None:
             self._counters.rejected["unknown_dialog"] += 1
-            self._reply(transaction, request, transaction.source, 481)
+            self._reply(None, request, source, 481)
             return
+        transaction = stateful()
         if not leg.dialog.accepts_cseq(request):
-            self._reply(transaction, request, transaction.source, 500, "CSeq Out of Order")
+            self._reply(transaction, request, source, 500, "CSeq Out of Order")
             return
         if isinstance(transaction, InviteServerTransaction):
             leg.receive_reinvite(transaction)
@@ -393,38 +414,39 @@ class SipUserAgent:
         elif method == "NOTIFY":
             leg.receive_notify(transaction)
         else:  # INFO (DTMF arrives as RFC 4733 events, which is what we negotiate)
-            self._reply(transaction, request, transaction.source, 200)
+            self._reply(transaction, request, source, 200)
 
     def _on_cancel(
-        self, cancel: SipRequest, transaction: InviteServerTransaction | ServerTransaction
+        self, cancel: SipRequest, source: Address, stateful: Callable[[], AnyServerTransaction]
     ) -> None:
         invite = self.transactions.invite_cancelled_by(cancel)
         if invite is None and self.transactions.invite_finished(cancel):
-            self._reply(transaction, cancel, transaction.source, 200)  # too late: no effect
+            self._reply(stateful(), cancel, source, 200)  # too late: no effect
             return
         if invite is None:
             self._counters.rejected["unknown_transaction"] += 1
-            self._reply(transaction, cancel, transaction.source, 481)
+            self._reply(None, cancel, source, 481)
             return
         leg = self._legs_by_invite.get(invite)
         to_tag = leg.dialog.local_tag if leg is not None else None
-        self._reply(transaction, cancel, transaction.source, 200, to_tag=to_tag)
+        self._reply(stateful(), cancel, source, 200, to_tag=to_tag)
         if leg is not None:
             leg.cancel()
 
-    def _on_new_invite(self, request: SipRequest, transaction: InviteServerTransaction) -> None:
-        source = transaction.source
+    def _on_new_invite(
+        self, request: SipRequest, source: Address, stateful: Callable[[], AnyServerTransaction]
+    ) -> None:
         origin = _origin(request)
         if origin in self._legs_by_origin:
             # The same INVITE by another path (a new branch: not a retransmission), §8.2.2.2.
             self._counters.rejected["merged"] += 1
-            self._reply(transaction, request, source, 482, "Loop Detected")
+            self._reply(None, request, source, 482, "Loop Detected")
             return
         refusal = self._refusal(request)
         if refusal is not None:
             reason, status, headers = refusal
             self._counters.rejected[reason] += 1
-            self._reply(transaction, request, source, status, headers=headers)
+            self._reply(None, request, source, status, headers=headers)
             return
         try:
             offer = parse_sdp(request.body)
@@ -439,18 +461,22 @@ class SipUserAgent:
         except SdpError:
             self._counters.rejected["no_media"] += 1
             warning = f'305 {self._via_host} "Incompatible media format"'
-            self._reply(transaction, request, source, 488, headers=[("Warning", warning)])
+            self._reply(None, request, source, 488, headers=[("Warning", warning)])
             return
         local_tag = new_tag()
         try:
             dialog = Dialog.answering(request, local_tag, self._contact)
         except SipParseError:
             self._counters.rejected["invalid"] += 1
-            self._reply(transaction, request, source, 400, "Missing Contact Header")
+            self._reply(None, request, source, 400, "Missing Contact Header")
             return
         context = CallContext(
-            call_id=secrets.token_hex(8), caller=_caller(request), dialled=_dialled(request)
+            call_id=secrets.token_hex(8),
+            caller=_caller(request, trust_pai=bool(self.settings.allowed_sources)),
+            dialled=_dialled(request),
         )
+        transaction = stateful()  # the INVITE will be answered: 100 Trying now
+        assert isinstance(transaction, InviteServerTransaction)
         leg = CallLeg(self, transaction, dialog, offer, media, context)
         self._legs[dialog.key] = leg
         self._legs_by_invite[transaction] = leg
@@ -517,9 +543,13 @@ def _origin(invite: SipRequest) -> _Origin:
     return (invite.call_id, invite.from_addr.tag or "", invite.cseq.number)
 
 
-def _caller(request: SipRequest) -> str | None:
-    """The caller's number or user: P-Asserted-Identity (set by trunks) first, then From."""
-    identities = request.headers.get_all("P-Asserted-Identity")
+def _caller(request: SipRequest, *, trust_pai: bool) -> str | None:
+    """The caller's number or user: P-Asserted-Identity first if ``trust_pai``, then From.
+
+    PAI is only believed from a trust domain (RFC 3325 §5): here, a source that passed the
+    ``allowed_sources`` list (a known trunk). From is never verified: the brain takes it as a hint.
+    """
+    identities = request.headers.get_all("P-Asserted-Identity") if trust_pai else []
     candidates = [*identities[:1], request.headers.get("From") or ""]
     for value in candidates:
         try:

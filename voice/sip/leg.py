@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from voice.brain import CallContext, Transfer
 from voice.call import Call, CallEngines
-from voice.errors import RtpPortsExhausted, SdpError
+from voice.errors import RtpPortsExhausted, SdpError, SipParseError
 from voice.rtp.session import G711Codec, RtpSession, RtpStats
 from voice.sip.dialog import Dialog, DialogState
 from voice.sip.message import SipRequest
@@ -152,7 +152,10 @@ class CallLeg:
                 host=self._settings.host,
                 remote=_rtp_address(self._sdp_remote),
                 codec=G711Codec[self._media.codec],
+                payload_type=self._media.payload_type,
                 telephone_event_pt=self._media.telephone_event_pt,
+                # Media only from where the SDP says or where the signalling comes from.
+                latch_hosts=frozenset((self._media.remote_ip, self.source[0])),
             )
         except RtpPortsExhausted:
             log.warning(
@@ -268,7 +271,11 @@ class CallLeg:
     def receive_ack(self, ack: SipRequest) -> bool:
         """The ACK of one of our 2xx (matched by dialog); False if no INVITE of ours has its
         CSeq. A repeated ACK (the peer saw our 200 twice) is absorbed."""
-        invite = self._invites.get(ack.cseq.number)
+        try:
+            cseq = ack.cseq  # ACKs skip validate_request: a malformed CSeq arrives here
+        except SipParseError:
+            return False
+        invite = self._invites.get(cseq.number) if cseq.method == "ACK" else None
         if invite is None:
             return False
         invite.acknowledge(ack)
@@ -291,7 +298,14 @@ class CallLeg:
         if self.state is not LegState.ACTIVE or self._local_sdp is None:
             reinvite.respond(make_response(request, 491, to_tag=self.dialog.local_tag))
             return
-        self.dialog.refresh_target(request)
+        try:
+            self.dialog.refresh_target(request)
+        except SipParseError:  # a Contact we cannot route to (an unknown scheme, say)
+            bad_contact = "Malformed Contact Header"
+            reinvite.respond(
+                make_response(request, 400, bad_contact, to_tag=self.dialog.local_tag)
+            )
+            return
         answer = self._local_sdp
         if request.body:
             try:
@@ -315,7 +329,10 @@ class CallLeg:
                 request,
                 200,
                 to_tag=self.dialog.local_tag,
-                extra_headers=self._host.headers_for(200),
+                extra_headers=[
+                    *self._host.headers_for(200),
+                    ("Contact", self.dialog.local_contact),  # RFC 3261 §12.1.1, §13.3.1.4
+                ],
                 body=serialize_sdp(answer),
                 content_type=SDP_MEDIA_TYPE,
             )

@@ -58,7 +58,7 @@ from voice.sip.uri import SipUri, parse_uri
 BRANCH_MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 §8.1.1.7
 # Real SIP-over-UDP messages stay under ~4 KiB (RFC 3261 §18.1.1 sends anything over 1300 bytes
 # by TCP). Refusing bigger datagrams up front bounds the parse of a hostile one to a few ms.
-MAX_MESSAGE_BYTES: Final = 16384
+MAX_MESSAGE_BYTES: Final = 8192  # RFC 4475's longest torture message is 3.5 kB
 MIN_STATUS: Final = 100
 MAX_STATUS: Final = 699
 MAX_MAX_FORWARDS: Final = 255

@@ -19,9 +19,10 @@ here; retransmissions resend the same bytes.
 
 A transaction whose work is done but which must still absorb retransmissions (Timers J, L, I,
 K: up to 64*T1, 32 s) is kept only as the bytes of its last response, in a table swept by one
-timer. At 100 calls a second that is thousands of transactions, and keeping each as live
-objects with a timer of its own made every full garbage collection walk them (pauses of
-100-200 ms, long enough to make the RTP clocks skip frames).
+timer and bounded by ``MAX_LINGERING`` (the oldest go first). At 100 calls a second that is
+thousands of transactions, and keeping each as live objects with a timer of its own made every
+full garbage collection walk them (pauses of 100-200 ms, long enough to make the RTP clocks
+skip frames).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ T2_S: Final = 4.0  # the longest retransmit interval of non-INVITE requests and 
 T4_S: Final = 5.0  # the longest a message stays in the network
 TIMEOUT_T1_MULTIPLE: Final = 64  # Timers B, F, H, J and L are 64*T1
 DEFAULT_SIP_PORT: Final = 5060
+# Finished transactions kept per table (server, client) to absorb retransmissions: beyond it
+# the oldest are forgotten (and counted) so that a flood cannot grow memory without bound.
+MAX_LINGERING: Final = 10_000
 _FINAL: Final = 200
 _SUCCESS_END: Final = 300
 
@@ -85,6 +89,7 @@ class TransactionStats:
     requests_retransmitted: int = 0  # Timer E
     ack_timeouts: int = 0  # Timer H
     client_timeouts: int = 0  # Timer F
+    lingering_dropped: int = 0  # finished transactions forgotten early (MAX_LINGERING)
 
 
 def server_key(request: SipRequest, method: str | None = None) -> TransactionKey | None:
@@ -290,6 +295,10 @@ class ServerTransaction(_Transaction):
         self.state = ServerState.TRYING
         self._last: bytes | None = None
 
+    @property
+    def final_sent(self) -> bool:
+        return self.state is ServerState.COMPLETED
+
     def respond(self, response: SipResponse) -> None:
         """Send a response; raises once a final response was sent."""
         if self.state not in (ServerState.TRYING, ServerState.PROCEEDING):
@@ -384,8 +393,13 @@ AnyServerTransaction = InviteServerTransaction | ServerTransaction
 class TransactionLayer:
     """Every live transaction of one user agent, and the matching of messages to them."""
 
-    def __init__(self, send: SendDatagram, timers: SipTimers) -> None:
+    def __init__(
+        self, send: SendDatagram, timers: SipTimers, *, max_lingering: int = MAX_LINGERING
+    ) -> None:
+        if max_lingering < 1:
+            raise ValueError("max_lingering must be at least 1")
         self.loop = asyncio.get_running_loop()
+        self._max_lingering = max_lingering
         self.send = send
         self.timers = timers
         self.stats = TransactionStats()
@@ -522,6 +536,9 @@ class TransactionLayer:
             return
         is_client = isinstance(transaction, ClientTransaction)
         table = self._lingering_clients if is_client else self._lingering_servers
+        if transaction.key not in table and len(table) >= self._max_lingering:
+            del table[next(iter(table))]  # dicts keep insertion order: the oldest goes
+            self.stats.lingering_dropped += 1
         table[transaction.key] = entry
         expires = self.loop.time() + duration_s
         self._expiries.setdefault(duration_s, deque()).append((expires, is_client, transaction.key))
