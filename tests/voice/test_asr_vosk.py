@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from tests.voice.loop_ticks import loop_gaps
 from voice.asr.base import (
     ASR_RATE_HZ,
     BYTES_PER_MS,
@@ -184,9 +185,7 @@ class RecordingExecutor(ThreadPoolExecutor):
                 return fn(*args, **kwargs)
             finally:
                 with self._spans_lock:
-                    self.spans.append(
-                        (threading.current_thread().name, start, time.perf_counter())
-                    )
+                    self.spans.append((threading.current_thread().name, start, time.perf_counter()))
 
         return super().submit(timed)
 
@@ -219,9 +218,7 @@ async def test_two_recognizers_on_one_model_decode_concurrently(
 
 
 @pytest.mark.speech
-async def test_cancelled_feed_holds_back_the_next_decode(
-    model: VoskModel, greeting: bytes
-) -> None:
+async def test_cancelled_feed_holds_back_the_next_decode(model: VoskModel, greeting: bytes) -> None:
     executor = RecordingExecutor(workers=2)
     shared = VoskModel(model.kaldi_model, model.path, executor)
     async with shared.new_recognizer() as recognizer:
@@ -241,27 +238,13 @@ async def test_cancelled_feed_holds_back_the_next_decode(
 async def test_event_loop_keeps_running_while_decoding(
     model: VoskModel, request_speech: bytes
 ) -> None:
-    gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
     long_chunk = silence(200) + request_speech
     async with model.new_recognizer() as recognizer:
         await recognizer.feed(silence(20))  # the Kaldi decoder is made on the first decode
-        ticks = asyncio.create_task(ticker())
-        try:
+        async with loop_gaps(TICK_S) as gaps:
             started = time.perf_counter()
             await recognizer.feed(long_chunk)
             decode_s = time.perf_counter() - started
-        finally:
-            ticks.cancel()
-            await asyncio.gather(ticks, return_exceptions=True)
     assert decode_s > 5 * MAX_TICK_GAP_S, f"decode too short ({decode_s:.2f} s) to show anything"
     assert len(gaps) >= decode_s / MAX_TICK_GAP_S
     assert max(gaps) < MAX_TICK_GAP_S, f"the loop stalled {max(gaps) * 1000:.0f} ms"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from tests.voice.loop_ticks import loop_gaps
 from voice.asr.base import ASR_RATE_HZ, BYTES_PER_MS, AsrEvent, AsrFinal, SpeechStarted
 from voice.asr.endpoint import EndpointConfig
 from voice.asr.models import packaged_model_path
@@ -145,25 +146,11 @@ async def test_reset_drops_pending_utterance(
 async def test_event_loop_keeps_running_while_transcribing(
     recognizer: WhisperRecognizer, request_speech: bytes
 ) -> None:
-    gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
     await feed_all(recognizer, request_speech)
-    ticks = asyncio.create_task(ticker())
-    try:
+    async with loop_gaps(TICK_S) as gaps:
         started = time.perf_counter()
         final = await recognizer.flush()
         transcribe_s = time.perf_counter() - started
-    finally:
-        ticks.cancel()
-        await asyncio.gather(ticks, return_exceptions=True)
     assert final is not None
     assert transcribe_s > 2 * MAX_TICK_GAP_S, f"too quick ({transcribe_s:.2f} s) to show anything"
     assert max(gaps) < MAX_TICK_GAP_S, f"the loop stalled {max(gaps) * 1000:.0f} ms"

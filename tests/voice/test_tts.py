@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
+from tests.voice.loop_ticks import loop_gaps
 from voice.audio import rms_dbfs
 from voice.errors import EngineUnavailable, ModelNotFound
 from voice.tts.base import PROMPT_RATE_HZ, Prompt, Synthesizer
@@ -80,24 +81,10 @@ async def test_concurrent_requests_are_served_by_one_thread(espeak: Pyttsx3Synth
 
 
 async def test_event_loop_keeps_running_while_synthesising(espeak: Pyttsx3Synthesizer) -> None:
-    gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticks = asyncio.create_task(ticker())
-    try:
+    async with loop_gaps(TICK_S) as gaps:
         started = time.perf_counter()
         await asyncio.gather(*(espeak.synthesize(SENTENCES["it"] * 3, "it") for _ in range(4)))
         synthesis_s = time.perf_counter() - started
-    finally:
-        ticks.cancel()
-        await asyncio.gather(ticks, return_exceptions=True)
     assert synthesis_s > 2 * MAX_TICK_GAP_S, f"too quick ({synthesis_s:.2f} s) to show anything"
     assert max(gaps) < MAX_TICK_GAP_S, f"the loop stalled {max(gaps) * 1000:.0f} ms"
 
