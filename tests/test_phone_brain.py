@@ -7,8 +7,10 @@ import uuid
 
 import pytest
 
+from bot.config import Settings
 from bot.nlu.client import BotReply
 from bot.phone.brain import PhoneBrain
+from bot.phone.line import exposure_warning
 from bot.phone.lines import load_phone_lines
 from bot.phone.speech import render
 from bot.runtime import Runtime
@@ -179,3 +181,15 @@ def test_replies_are_rendered_for_the_ear() -> None:
     assert spoken == ("Guardi qui: grazie", "Confermo? Può dire: Sì oppure No.")
     english = render((BotReply("Pick one", (("A", "/a"), ("B", "/b"), ("C", "/c"))),), "en")
     assert english == ("Pick one You can say: A, B or C.",)
+
+
+def test_a_line_open_beyond_loopback_without_protection_is_warned_about() -> None:
+    assert exposure_warning(Settings(sip_host="127.0.0.1")) is None
+    assert exposure_warning(Settings(sip_host="0.0.0.0")) is not None
+    assert (
+        exposure_warning(Settings(sip_host="0.0.0.0", sip_allowed_sources=("10.0.0.0/8",))) is None
+    )
+    assert (
+        exposure_warning(Settings(sip_host="0.0.0.0", sip_auth_user="t", sip_auth_password="p"))
+        is None
+    )

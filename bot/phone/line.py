@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +15,8 @@ from bot.phone.engines import open_call_engines
 from bot.phone.lines import load_phone_lines
 from voice.sip.agent import SipSettings, SipUserAgent
 from voice.sip.auth import DigestCredentials
+
+log = logging.getLogger(__name__)
 
 
 def sip_settings(settings: Settings) -> SipSettings:
@@ -38,11 +42,27 @@ def sip_settings(settings: Settings) -> SipSettings:
         raise ConfigError(f"SIP settings (TRIAGE_SIP_*, TRIAGE_RTP_*): {exc}") from None
 
 
+def exposure_warning(settings: Settings) -> str | None:
+    """A line reachable beyond this machine with no allow-list and no authentication lets
+    anyone hold every call slot (and its speech recognition): say so at start-up."""
+    if ipaddress.ip_address(settings.sip_host).is_loopback:
+        return None
+    if settings.sip_allowed_sources or settings.sip_auth_user:
+        return None
+    return (
+        f"the phone line listens on {settings.sip_host} with neither TRIAGE_SIP_ALLOWED_SOURCES "
+        "nor TRIAGE_SIP_AUTH_USER: anyone who reaches it can place calls"
+    )
+
+
 @asynccontextmanager
 async def open_phone_line(settings: Settings, desk: Desk) -> AsyncIterator[SipUserAgent]:
     lines = load_phone_lines(settings.phone_file)
     brain = PhoneBrain(desk, lines)
     sip = sip_settings(settings)
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning(warning)
     async with open_call_engines(
         brain,
         lines,
