@@ -39,7 +39,10 @@ from voice.errors import EngineUnavailable, ModelNotFound
 log = logging.getLogger(__name__)
 
 DEFAULT_BEAM_SIZE: Final = 2
-DEFAULT_CPU_THREADS: Final = 1  # per worker; workers default to one per core
+# Threads per transcription: ``None`` is one per core, so that a lone utterance is transcribed
+# on every core (tiny.en, 1.5 s of speech: 0.30 s on 2 threads, 0.48 s on one); concurrent
+# transcriptions share the cores.
+DEFAULT_CPU_THREADS: Final[int | None] = None
 # Whisper's encoder sees at most 30 s; longer utterances would be cut without our knowing.
 WHISPER_WINDOW_MS: Final = 30_000
 # One decoding pass at temperature 0: the default fallback ladder (up to six passes) makes the
@@ -64,7 +67,7 @@ class WhisperEngine:
         path: Path,
         *,
         workers: int | None = None,
-        cpu_threads: int = DEFAULT_CPU_THREADS,
+        cpu_threads: int | None = DEFAULT_CPU_THREADS,
     ) -> WhisperEngine:
         """Load a CTranslate2 Whisper model directory off the event loop.
 
@@ -73,6 +76,7 @@ class WhisperEngine:
         """
         check_model("whisper", path)
         workers = workers or default_decode_workers()
+        cpu_threads = cpu_threads or default_decode_workers()
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         started = time.perf_counter()
         try:
