@@ -30,7 +30,8 @@ from typing import Final, Protocol
 from voice.asr.base import ASR_RATE_HZ, AsrFinal, AsrPartial, Recognizer, SpeechStarted
 from voice.audio import PTIME_MS, TELEPHONE_RATE_HZ, Resampler
 from voice.brain import Brain, BrainReply, CallContext, DigitRequest, Transfer
-from voice.rtp.session import Playback, RtpSession
+from voice.rtp.playback import Playback
+from voice.rtp.session import RtpSession
 from voice.tts.base import Synthesizer, check_speakable
 
 log = logging.getLogger(__name__)

@@ -63,13 +63,13 @@ from voice.rtp.packet import (
     parse_rtp,
     serialize_rtp,
 )
+from voice.rtp.playback import FRAME_BYTES, Playback
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 PTIME_S: Final = PTIME_MS / 1000
-FRAME_BYTES: Final = SAMPLES_PER_FRAME * SAMPLE_WIDTH_BYTES  # 320 bytes of PCM per 20 ms
 DEFAULT_TELEPHONE_EVENT_PT: Final = 101
 AUDIO_QUEUE_FRAMES: Final = 50  # 1 s of received audio waiting for its consumer
 DTMF_QUEUE_DIGITS: Final = 32
@@ -106,52 +106,6 @@ class RtpStats:
     dtmf_dropped: int = 0
     skipped_frames: int = 0  # send slots skipped because the event loop stalled
     send_errors: int = 0  # ICMP errors reported for our datagrams (peer port closed, ...)
-
-
-class Playback:
-    """One clip queued by ``RtpSession.play``: its progress and its end.
-
-    ``await wait()`` returns once the clip is over: ``True`` if its last frame was sent, ``False``
-    if ``stop_playback`` or ``close`` cut it short. ``first_packet_sent_at`` is the
-    ``loop.time()`` at which its first packet left (``None`` until then): turn latency ends there.
-    """
-
-    def __init__(self, pcm: bytes) -> None:
-        self._pcm = pcm
-        self._offset = 0
-        self._over = asyncio.Event()
-        self._completed = False
-        self.first_packet_sent_at: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._over.is_set()
-
-    @property
-    def completed(self) -> bool:
-        return self._completed
-
-    @property
-    def sent_ms(self) -> int:
-        """How much of the clip has been sent, in whole frames."""
-        return -(-self._offset // FRAME_BYTES) * PTIME_MS
-
-    async def wait(self) -> bool:
-        await self._over.wait()
-        return self._completed
-
-    def _next_frame(self) -> bytes:
-        frame = self._pcm[self._offset : self._offset + FRAME_BYTES]
-        self._offset += FRAME_BYTES
-        return frame.ljust(FRAME_BYTES, b"\x00")
-
-    @property
-    def _exhausted(self) -> bool:
-        return self._offset >= len(self._pcm)
-
-    def _finish(self, *, completed: bool) -> None:
-        self._completed = completed
-        self._over.set()
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -344,13 +298,13 @@ class RtpSession:
         if pcm8k:
             self._playbacks.append(playback)
         else:
-            playback._finish(completed=True)
+            playback.finish(completed=True)
         return playback
 
     def stop_playback(self) -> None:
         """Drop all queued audio now (barge-in): the next packet sent is silence."""
         while self._playbacks:
-            self._playbacks.popleft()._finish(completed=False)
+            self._playbacks.popleft().finish(completed=False)
 
     def send_dtmf(self, digit: str, duration_ms: int = DEFAULT_DTMF_DURATION_MS) -> None:
         """Queue one RFC 4733 key press; it pauses playback while it is sent."""
@@ -508,13 +462,13 @@ class RtpSession:
             self._dtmf_gap -= 1
         elif self._playbacks:
             playback = self._playbacks[0]
-            payload = self._codec.encode(playback._next_frame())
+            payload = self._codec.encode(playback.next_frame())
             self._send_media(timestamp, payload, marker=not self._talkspurt)
             self._talkspurt = True
             if playback.first_packet_sent_at is None:
                 playback.first_packet_sent_at = now
-            if playback._exhausted:
-                self._playbacks.popleft()._finish(completed=True)
+            if playback.exhausted:
+                self._playbacks.popleft().finish(completed=True)
             return
         self._send_media(timestamp, self._silence, marker=False)
         self._talkspurt = False
