@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,11 @@ def test_load_settings_uses_defaults_with_an_empty_environment() -> None:
     assert settings.http_port == 8080
     assert settings.max_message_chars == 2000
     assert settings.rasa_url == f"http://127.0.0.1:{settings.rasa_port}"
-    assert 1 <= settings.rasa_workers <= 2 and len(settings.rasa_urls) == settings.rasa_workers
+    # one Rasa process per core, up to two, on consecutive ports
+    assert settings.rasa_workers == min(2, os.cpu_count() or 1)
+    assert settings.rasa_urls == [
+        f"http://127.0.0.1:{settings.rasa_port + i}" for i in range(settings.rasa_workers)
+    ]
 
 
 def test_rasa_workers_listen_on_consecutive_ports_unless_rasa_is_external() -> None:
