@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from bot.config import Settings
+from bot.errors import NluUnavailable
 from bot.nlu.client import BotReply
 from bot.phone.brain import PhoneBrain
 from bot.phone.line import exposure_warning
@@ -193,3 +194,22 @@ def test_a_line_open_beyond_loopback_without_protection_is_warned_about() -> Non
         exposure_warning(Settings(sip_host="0.0.0.0", sip_auth_user="t", sip_auth_password="p"))
         is None
     )
+
+
+async def test_an_answer_about_the_chat_is_kept_when_the_nlu_cannot_parse_it(
+    rasa_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brain = brain_for(rasa_runtime)
+    chat_id = f"chat-{uuid.uuid4().hex[:8]}"
+    await brain.store.ensure_conversation(chat_id, "chat", "it")
+    await brain.store.update_conversation(chat_id, customer_id="CL100002", verified=True)
+    conversation_id, _ = await brain.begin(call(caller="+39 06 5550 1002"))
+
+    async def parse_unavailable(text: str) -> None:
+        raise NluUnavailable("Rasa is restarting")
+
+    monkeypatch.setattr(brain.desk.nlu, "parse", parse_unavailable)
+    reply = await brain.hear(conversation_id, "sì, la mia mail è mario.rossi@example.it")
+    assert reply.say  # the dialogue answered it
+    said = [m.text for m in await brain.store.messages(conversation_id) if m.sender == "user"]
+    assert len(said) == 1 and "mario.rossi@example.it" not in said[0]  # stored, masked

@@ -17,6 +17,8 @@ from datetime import timedelta
 from bot.core.conversation import TurnResult
 from bot.core.desk import Desk
 from bot.core.handoff_state import HandoffState
+from bot.core.redaction import redact
+from bot.errors import NluUnavailable
 from bot.phone.lines import PhoneLines
 from bot.phone.speech import render
 from bot.store.sql import utcnow
@@ -114,11 +116,15 @@ class PhoneBrain:
         self, conversation_id: str, text: str, chat: str
     ) -> BrainReply | None:
         """Yes or no to "are you calling about your chat?"; None if the caller said something
-        else (their request, which goes to the dialogue as usual)."""
+        else, or the NLU cannot tell now: the dialogue then stores and handles the message as
+        usual (also when Rasa is down), so nothing is lost."""
         language = self._language(conversation_id)
-        parse = await self.desk.nlu.parse(text)
+        try:
+            parse = await self.desk.nlu.parse(text)
+        except NluUnavailable:
+            return None
         if parse.intent in YES:
-            await self.store.add_message(conversation_id, "user", text, "processed")
+            await self.store.add_message(conversation_id, "user", redact(text), "processed")
             await self.store.add_message(
                 conversation_id,
                 "system",
@@ -127,7 +133,7 @@ class PhoneBrain:
             )
             return await self._say(conversation_id, [TEXTS["recent_chat_yes"][language]])
         if parse.intent in NO:
-            await self.store.add_message(conversation_id, "user", text, "processed")
+            await self.store.add_message(conversation_id, "user", redact(text), "processed")
             return await self._say(conversation_id, [self.lines.welcome[language]])
         return None
 
