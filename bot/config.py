@@ -101,6 +101,7 @@ class Settings:
     sip_auth_realm: str = "triage"
     asr_engine: str = "vosk"  # preferred recogniser: vosk (streaming) or whisper
     asr_endpoint_silence_ms: int = 600  # trailing silence that ends a caller's utterance
+    vosk_keep_warm: int = 10  # Vosk recognisers of ended calls kept, graph cache warm, per model
 
     @property
     def models_dir(self) -> Path:
@@ -173,6 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_SIP_AUTH_PASSWORD",
         "TRIAGE_SIP_AUTH_REALM",
         "TRIAGE_ASR_ENGINE",
+        "TRIAGE_VOSK_KEEP_WARM",
         "TRIAGE_ASR_ENDPOINT_SILENCE_MS",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
@@ -234,6 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         asr_endpoint_silence_ms=_int(
             env, "TRIAGE_ASR_ENDPOINT_SILENCE_MS", base.asr_endpoint_silence_ms, 100, 5000
         ),
+        vosk_keep_warm=_int(env, "TRIAGE_VOSK_KEEP_WARM", base.vosk_keep_warm, 0, 1000),
     )
 
 

@@ -49,6 +49,7 @@ def test_load_settings_reads_valid_values() -> None:
             "TRIAGE_MAX_MESSAGE_CHARS": "500",
             "TRIAGE_API_TOKEN": "secret-token",
             "TRIAGE_DATA_DIR": "/srv/triage",
+            "TRIAGE_VOSK_KEEP_WARM": "0",
         }
     )
 
@@ -58,6 +59,7 @@ def test_load_settings_reads_valid_values() -> None:
     assert settings.api_token == "secret-token"
     assert settings.data_dir == Path("/srv/triage")
     assert settings.models_dir == Path("/srv/triage/models")
+    assert settings.vosk_keep_warm == 0 != Settings().vosk_keep_warm
 
 
 @pytest.mark.parametrize(
@@ -71,6 +73,7 @@ def test_load_settings_reads_valid_values() -> None:
         ("TRIAGE_RASA_TIMEOUT_S", "fast"),
         ("TRIAGE_RASA_TIMEOUT_S", "0"),
         ("TRIAGE_MAX_MESSAGE_CHARS", "0"),
+        ("TRIAGE_VOSK_KEEP_WARM", "-1"),
     ],
 )
 def test_load_settings_rejects_bad_values_naming_the_variable(key: str, value: str) -> None:

@@ -20,7 +20,7 @@ from voice.asr.base import Recognizer
 from voice.asr.gate import VoiceGate
 from voice.asr.models import model_path
 from voice.asr.silent import NoSpeechRecognizer
-from voice.asr.vosk import VoskModel
+from voice.asr.vosk import DEFAULT_KEEP_WARM, VoskModel
 from voice.asr.whisper import WhisperEngine
 from voice.call import CallEngines, CallSettings
 from voice.tts.cache import PromptCache
@@ -70,6 +70,7 @@ async def open_call_engines(
     models_dir: Path,
     preferred_engine: str = "vosk",
     endpoint_silence_ms: int = 600,
+    vosk_keep_warm: int = DEFAULT_KEEP_WARM,
 ) -> AsyncIterator[CallEngines]:
     async with AsyncExitStack() as stack:
         synthesizer = PromptCache(Pyttsx3Synthesizer())
@@ -88,7 +89,7 @@ async def open_call_engines(
             engine = loaded.get(choice.model)
             if engine is None:
                 engine = (
-                    await VoskModel.load(choice.model)
+                    await VoskModel.load(choice.model, keep_warm=vosk_keep_warm)
                     if choice.engine == "vosk"
                     else await WhisperEngine.load(choice.model)
                 )

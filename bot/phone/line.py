@@ -69,6 +69,7 @@ async def open_phone_line(settings: Settings, desk: Desk) -> AsyncIterator[SipUs
         models_dir=settings.models_dir,
         preferred_engine=settings.asr_engine,
         endpoint_silence_ms=settings.asr_endpoint_silence_ms,
+        vosk_keep_warm=settings.vosk_keep_warm,
     ) as engines:
         agent = await SipUserAgent.start(sip, engines)
         try:

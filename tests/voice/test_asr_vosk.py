@@ -33,7 +33,7 @@ from voice.asr.base import (
 )
 from voice.asr.fake import FakeRecognizer
 from voice.asr.models import packaged_model_path
-from voice.asr.vosk import VoskModel
+from voice.asr.vosk import DecoderCounts, VoskModel
 from voice.audio import resample
 from voice.errors import ModelNotFound
 
@@ -230,7 +230,8 @@ async def test_cancelled_feed_holds_back_the_next_decode(model: VoskModel, greet
         await recognizer.feed(silence(20))
         assert abandoned.cancelled()
     await shared.close()
-    (_, _, long_end), (_, short_start, _) = sorted(executor.spans, key=lambda span: span[1])
+    # the long decode, the short one (then the decoder given back to the model on close)
+    (_, _, long_end), (_, short_start, _) = sorted(executor.spans, key=lambda span: span[1])[:2]
     assert short_start >= long_end, "two decodes of one recogniser overlapped"
 
 
@@ -239,15 +240,81 @@ async def test_event_loop_keeps_running_while_decoding(
     model: VoskModel, request_speech: bytes
 ) -> None:
     long_chunk = silence(200) + request_speech
-    async with model.new_recognizer() as recognizer:
+    # a cold decoder (a warm one may have decoded this speech before, and be too quick to show)
+    cold = VoskModel(model.kaldi_model, model.path, ThreadPoolExecutor(1), keep_warm=0)
+    async with cold.new_recognizer() as recognizer:
         await recognizer.feed(silence(20))  # the Kaldi decoder is made on the first decode
         async with loop_gaps(TICK_S) as gaps:
             started = time.perf_counter()
             await recognizer.feed(long_chunk)
             decode_s = time.perf_counter() - started
+    await cold.close()
     assert decode_s > 5 * MAX_TICK_GAP_S, f"decode too short ({decode_s:.2f} s) to show anything"
     assert len(gaps) >= decode_s / MAX_TICK_GAP_S
     assert max(gaps) < MAX_TICK_GAP_S, f"the loop stalled {max(gaps) * 1000:.0f} ms"
+
+
+def own_model(model: VoskModel, keep_warm: int) -> VoskModel:
+    """The loaded model with a decoder pool (and executor) of its own."""
+    return VoskModel(model.kaldi_model, model.path, ThreadPoolExecutor(2), keep_warm=keep_warm)
+
+
+@pytest.mark.speech
+async def test_an_ended_calls_decoder_serves_the_next_call_and_keeps_nothing_of_it(
+    model: VoskModel, greeting: bytes, request_speech: bytes
+) -> None:
+    pooled = own_model(model, keep_warm=1)
+    try:
+        first = pooled.new_recognizer()
+        # the first caller hangs up in the middle of an utterance
+        assert any(isinstance(e, AsrPartial) for e in await feed_all(first, greeting))
+        await first.close()
+        assert (pooled.decoders.counts().created, pooled.decoders.counts().idle) == (1, 1)
+        async with pooled.new_recognizer() as second:
+            # nothing of the first caller's words: silence gives nothing, flush no final
+            assert await feed_all(second, silence(600)) == []
+            assert await second.flush() is None
+            assert pooled.decoders.counts().reused == 1
+            # and the warm decoder recognises the second caller as usual
+            events = await feed_all(second, silence(200) + request_speech + silence(900))
+            flushed = await second.flush()
+        assert_contract(events, flushed)
+        assert isinstance(events[-1], AsrFinal), events
+        assert pooled.decoders.counts() == DecoderCounts(created=1, reused=1, idle=1)
+    finally:
+        await pooled.close()
+    assert pooled.decoders.counts().idle == 0, "closing the model drops the kept decoders"
+
+
+@pytest.mark.speech
+async def test_at_most_keep_warm_decoders_are_kept(model: VoskModel) -> None:
+    pooled = own_model(model, keep_warm=1)
+    try:
+        recognizers = [pooled.new_recognizer() for _ in range(3)]
+        for recognizer in recognizers:  # all three calls at once: three decoders
+            await recognizer.feed(silence(40))
+        for recognizer in recognizers:
+            await recognizer.close()
+        unused = pooled.new_recognizer()  # never decoded: took no decoder, gives none back
+        await unused.close()
+        assert pooled.decoders.counts() == DecoderCounts(created=3, reused=0, idle=1)
+    finally:
+        await pooled.close()
+
+
+@pytest.mark.speech
+async def test_a_recognizer_closed_after_its_model_is_dropped_quietly(model: VoskModel) -> None:
+    pooled = own_model(model, keep_warm=4)
+    recognizer = pooled.new_recognizer()
+    await recognizer.feed(silence(40))
+    await pooled.close()
+    await recognizer.close()
+    assert pooled.decoders.counts().idle == 0
+
+
+async def test_keep_warm_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_warm"):
+        VoskModel(object(), tmp_path, ThreadPoolExecutor(1), keep_warm=-1)
 
 
 async def test_missing_model_raises_model_not_found(tmp_path: Path) -> None:
