@@ -11,6 +11,10 @@ Three tasks per call, owned by ``Call.run`` and cancelled when the call ends:
   the RTP session), then a transfer or a hang-up if the reply says so; silence after a prompt
   for ``no_input_timeout_s`` is a ``NoInput`` event (the brain reprompts, then escalates).
 
+When the caller puts the call on hold (``set_held``), the RTP session sends nothing and the
+prompt waits where it was; what arrives meanwhile (music on hold) is not decoded, and the hold
+is not silence: the no-input timer starts again when the call is resumed.
+
 The call reaches SIP only through ``CallControl`` (REFER, BYE), and the rest of the service only
 through ``voice.brain.Brain``; both are small so that the loop is tested with fakes beside the
 real engines' own tests.
@@ -133,6 +137,7 @@ class CallStats:
     barge_ins: int = 0
     max_backlog_ms: int = 0  # the most audio that waited for the recogniser
     backlog_dropped: int = 0  # frames dropped because the recogniser was BACKLOG_MS behind
+    held_frames: int = 0  # received frames not decoded because the call was on hold
     replies: list[BrainReply] = field(default_factory=list)
 
 
@@ -172,6 +177,21 @@ class Call:
         self._backlog: deque[bytes] = deque()
         self._audio_ready = asyncio.Event()
         self._acted_changed = asyncio.Condition()
+        self.held = False
+
+    def set_held(self, held: bool) -> None:
+        """The caller put the call on hold (``True``) or took it back (``False``)."""
+        if held == self.held:
+            return
+        self.held = held
+        self.rtp.sending = not held
+        self._last_activity = asyncio.get_running_loop().time()
+        if held:
+            self._backlog.clear()
+            self._speaking = False
+            self._partial = ""
+            if self.recognizer is not None:
+                self.recognizer.reset()  # what the caller was saying is cut off by the hold
 
     # transitions
 
@@ -271,6 +291,9 @@ class Call:
         waits here, up to ``BACKLOG_MS``, instead of overflowing the session's queue."""
         while True:
             frame = await self.rtp.audio.get()
+            if self.held:
+                self.stats.held_frames += 1
+                continue
             if len(self._backlog) >= BACKLOG_MS // PTIME_MS:
                 self._backlog.popleft()
                 self.stats.backlog_dropped += 1
@@ -374,12 +397,14 @@ class Call:
             # silence counts from the end of the last prompt or the caller's last sound
             quiet_from = max(listening_since, self._last_activity)
             remaining = self.settings.no_input_timeout_s - (loop.time() - quiet_from)
+            if self.held:  # no silence is counted on hold: look again after a while
+                remaining = self.settings.no_input_timeout_s
             try:
                 event = await asyncio.wait_for(self._events.get(), max(remaining, 0.05))
             except TimeoutError:
                 idle_s = loop.time() - max(listening_since, self._last_activity)
-                if self._speaking or idle_s < self.settings.no_input_timeout_s:
-                    continue  # the caller is talking or keying: not silence
+                if self._speaking or self.held or idle_s < self.settings.no_input_timeout_s:
+                    continue  # the caller is talking, keying or holding: not silence
                 silent_prompts += 1
                 asked = self._collect
                 reprompt = await self.brain.no_input(self.conversation_id, silent_prompts)

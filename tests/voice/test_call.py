@@ -180,6 +180,27 @@ async def test_the_caller_hanging_up_ends_the_call_mid_prompt() -> None:
     assert isinstance(call.recognizer, FakeRecognizer) and call.recognizer.closed
 
 
+async def test_a_hold_is_not_silence_and_the_music_on_hold_is_not_heard() -> None:
+    brain = FakeBrain(greeting=BrainReply("it", ("Ciao",)))
+    async with phone_call(quiet(1000), brain, FakeControl()) as (call, phone, running):
+        await asyncio.wait_for(call.wait_replies(1), 5)
+        call.set_held(True)
+        assert not call.rtp.sending
+        assert isinstance(call.recognizer, FakeRecognizer)
+        fed_at_hold = call.recognizer.fed_bytes
+        phone.play(bytes(2 * 8000 * 2))  # the caller's music on hold, 2 s
+        await asyncio.sleep(1.2)  # more than twice the no-input time
+        assert not [w for w, _ in brain.seen if w == "no_input"], "a hold counted as silence"
+        # at most the one chunk in flight when the hold began, not 2 s of music (64000 bytes)
+        assert call.recognizer.fed_bytes - fed_at_hold <= 500 * 32, "music on hold was decoded"
+        assert call.stats.held_frames >= 40
+        call.set_held(False)
+        assert call.rtp.sending
+        await asyncio.wait_for(brain.wait_until_seen("no_input", "1"), 2)  # silence again
+        assert not running.done()
+    assert call.recognizer.fed_bytes > fed_at_hold, "listening again after the hold"
+
+
 def test_backchannels_are_short_acknowledgements_only() -> None:
     assert is_backchannel("Sì.") and is_backchannel("mhm") and is_backchannel("va bene")
     assert not is_backchannel("sì, vorrei parlare con un operatore")

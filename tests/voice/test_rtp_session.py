@@ -283,6 +283,33 @@ async def test_stop_playback_silences_the_very_next_frame(peer: Peer, session: R
     assert playback.sent_ms < 2000
 
 
+async def test_on_hold_nothing_is_sent_and_the_prompt_goes_on_where_it_stopped(
+    peer: Peer, session: RtpSession
+) -> None:
+    clip = _tone(0.2, 300) + _tone(0.2, 600)  # 20 frames
+    playback = session.play(clip)
+    while _is_silence(first := await peer.recv()):
+        pass
+    await peer.recv_many(2)  # three frames of the prompt have arrived
+    session.sending = False
+    sent_at_hold = session.stats.sent
+    await asyncio.sleep(0.3)  # 15 send slots
+    peer.forget()
+    assert session.stats.sent - sent_at_hold <= 1, "sent while on hold"  # one in flight
+    assert session.stats.held_frames >= 10
+    assert not playback.done
+
+    session.sending = True
+    assert await asyncio.wait_for(playback.wait(), RECV_TIMEOUT_S)
+    resumed = [r for r in await peer.recv_many(22) if not _is_silence(r)]
+    frames_before = (resumed[0].packet.sequence - first.packet.sequence) % 65536
+    spoken = b"".join(r.packet.payload for r in resumed[: 20 - frames_before])
+    assert spoken == audio.ulaw_encode(clip[frames_before * FRAME_BYTES :]), "not where it stopped"
+    assert resumed[0].packet.marker, "the prompt goes on in a new talkspurt"
+    gap = (resumed[0].packet.timestamp - first.packet.timestamp) % 2**32
+    assert gap >= (frames_before + 10) * 160, "the timestamps show the pause"
+
+
 async def test_play_rejects_odd_byte_count(session: RtpSession) -> None:
     with pytest.raises(ValueError, match="even number of bytes"):
         session.play(b"\x00\x01\x02")

@@ -32,7 +32,7 @@ from voice.sip.agent import SipSettings, SipStats, SipUserAgent
 from voice.sip.auth import DigestCredentials
 from voice.sip.leg import CallLeg, CallRecord
 from voice.sip.message import MAX_MESSAGE_BYTES, SipRequest, SipResponse, parse_message
-from voice.sip.sdp import parse_sdp
+from voice.sip.sdp import media_direction, parse_sdp
 from voice.sip.transaction import SipTimers
 from voice.tts.fake import FakeSynthesizer
 
@@ -504,6 +504,32 @@ async def test_closing_while_a_call_rings_refuses_it_503(phone: Phone) -> None:
         assert record(agent).reason == "shutdown" and agent.stats.active_calls == 0
 
 
+async def test_closing_between_the_200_and_its_ack_sends_bye_once_the_ack_comes(
+    phone: Phone,
+) -> None:
+    async with running() as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.answered()  # no ACK yet
+        closing = asyncio.create_task(agent.close())
+        await asyncio.sleep(0.2)
+        assert phone.requests.empty(), "a BYE before the ACK (RFC 3261 §15)"
+        caller.send(caller.ack())
+        bye = await phone.request()
+        assert bye.method == "BYE" and bye.call_id == caller.call_id
+        caller.send(reply(bye, 200, to_tag=caller.tag))
+        await asyncio.wait_for(closing, WAIT_S)
+    assert record(agent).reason == "shutdown" and agent.stats.byes_sent == 1
+
+
+async def test_closing_after_a_200_that_is_never_acked_ends_without_bye(phone: Phone) -> None:
+    async with running(answered_shutdown_wait_s=0.3) as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.answered()
+        await asyncio.wait_for(agent.close(), WAIT_S)
+        assert record(agent).reason == "shutdown" and agent.stats.byes_sent == 0
+        assert all(not isinstance(m, SipRequest) for _, m in phone.log), "no BYE"
+
+
 async def test_a_cancel_after_the_answer_gets_200_and_changes_nothing(phone: Phone) -> None:
     async with running() as agent:
         caller = Caller(phone, agent.local_address)
@@ -556,6 +582,47 @@ async def test_a_reinvite_keeps_the_codec_and_moves_the_media(phone: Phone) -> N
             assert data[1] & 0x7F == 0, "PCMU RTP arrives at the new port"
     finally:
         await moved.close()
+
+
+async def test_a_reinvite_to_hold_stops_our_media_and_one_to_resume_restarts_it(
+    phone: Phone,
+) -> None:
+    transport, rtp = await asyncio.get_running_loop().create_datagram_endpoint(
+        _Socket, local_addr=(LOOPBACK, 0)
+    )  # the caller's RTP socket
+    rtp_port = int(transport.get_extra_info("sockname")[1])
+    packets = rtp.datagrams
+
+    async def reinvite(cseq: int, direction: str) -> str:
+        offer = sdp(rtp_port) + f"a={direction}\r\n".encode()
+        branch = f"z9hG4bK-{caller.call_id}-reinv-{cseq}"
+        caller.send(caller.invite(branch, cseq=cseq, body=offer, to_tag=caller.to_tag))
+        assert await phone.statuses(1) == [100]
+        ok = await phone.response()
+        assert ok.status == 200
+        caller.send(caller.ack(cseq=cseq))
+        answer = parse_sdp(ok.body)
+        return media_direction(answer, answer.media[0]).value
+
+    try:
+        async with running() as agent:
+            caller = Caller(phone, agent.local_address, rtp_port=rtp_port)
+            await caller.connected()
+            await until(agent, lambda s: s.calls_started == 1)
+            await asyncio.wait_for(packets.get(), WAIT_S)  # media flows
+
+            assert await reinvite(2, "sendonly") == "recvonly"
+            await asyncio.sleep(0.1)  # what was on its way
+            while not packets.empty():
+                packets.get_nowait()
+            await asyncio.sleep(0.4)
+            assert packets.empty(), "RTP sent to a caller who holds the call"
+
+            assert await reinvite(3, "sendrecv") == "sendrecv"
+            await asyncio.wait_for(packets.get(), WAIT_S)  # media flows again
+            assert agent.stats.calls_ended == 0
+    finally:
+        transport.close()
 
 
 async def test_the_bot_hanging_up_sends_exactly_one_bye(phone: Phone) -> None:

@@ -22,6 +22,11 @@ from any other source are dropped (a stray or injected stream cannot take the ca
 With ``latch_hosts`` only packets from those IPs can be latched on (RTP bleed: a stranger
 spraying the port range cannot take the media before the peer's first packet).
 ``set_remote`` (a re-INVITE) starts over, and allows the new SDP address.
+
+Hold. While ``sending`` is false (the peer's SDP says ``sendonly`` or ``inactive``: it put us
+on hold, RFC 3264 §5.1) nothing is sent and playback and DTMF wait where they are; the clock
+keeps its schedule, so the RTP timestamps on resuming show the pause, and a prompt that goes
+on after it starts a new talkspurt (marker bit).
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class RtpStats:
     dtmf_dropped: int = 0
     skipped_frames: int = 0  # send slots skipped because the event loop stalled
     send_errors: int = 0  # ICMP errors reported for our datagrams (peer port closed, ...)
+    held_frames: int = 0  # send slots left empty while the peer held the call
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -187,6 +193,7 @@ class RtpSession:
         self._digits: deque[tuple[str, int]] = deque()
         self._dtmf_out: deque[RtpPacket] = deque()
         self._dtmf_gap = 0
+        self.sending = True  # False while the peer holds the call: nothing is sent
         self._closed = False
         self._clock_task = loop.create_task(self._run_clock(), name="rtp-clock")
         self._clock_task.add_done_callback(self._clock_ended)
@@ -439,6 +446,10 @@ class RtpSession:
             tick += 1
 
     def _send_frame(self, timestamp: int, now: float) -> None:
+        if not self.sending:
+            self.stats.held_frames += 1
+            self._talkspurt = False
+            return
         if not self._dtmf_out and not self._dtmf_gap and self._digits:
             digit, duration_ms = self._digits.popleft()
             assert self._telephone_event_pt is not None

@@ -107,6 +107,8 @@ class SipSettings:
     transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S  # REFER to the final NOTIFY
     retry_after_s: int = DEFAULT_RETRY_AFTER_S  # in 503s at the call limit
     contact_user: str = "triage"
+    # closing down between a 200 and its ACK: how long to wait for the ACK, to send the BYE
+    answered_shutdown_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
         host = _ip("host", self.host)
@@ -123,6 +125,8 @@ class SipSettings:
         parse_networks(self.allowed_sources)
         if self.ring_s < 0 or self.transfer_timeout_s <= 0 or self.retry_after_s < 0:
             raise ValueError("ring_s, retry_after_s must be >= 0 and transfer_timeout_s > 0")
+        if not 0 <= self.answered_shutdown_wait_s <= CLOSE_GRACE_S:
+            raise ValueError(f"answered_shutdown_wait_s must be in 0..{CLOSE_GRACE_S} s")
         if not self.contact_user.isalnum():
             raise ValueError("contact_user must be alphanumeric")
 
@@ -256,7 +260,11 @@ class SipUserAgent:
         for leg in list(self._legs.values()):
             leg.shutdown()
         if self._tasks:
-            grace = min(CLOSE_GRACE_S, self.settings.timers.timeout_s)
+            # time for the BYEs, and before them for an ACK still on its way to our 200
+            grace = (
+                min(CLOSE_GRACE_S, self.settings.timers.timeout_s)
+                + self.settings.answered_shutdown_wait_s
+            )
             await asyncio.wait(set(self._tasks), timeout=grace)
         tasks = set(self._tasks)
         for task in tasks:

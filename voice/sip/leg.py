@@ -16,6 +16,7 @@ loop handles first, never half-way through a response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -177,13 +178,17 @@ class CallLeg:
         self.state = LegState.ANSWERED
         await asyncio.wait((self.invite.acked, self._stop), return_when=asyncio.FIRST_COMPLETED)
         if self._stop.done():
-            return self._stop.result()
+            reason = self._stop.result()
+            if reason == "shutdown":
+                await self._end_answered_call()
+            return reason
         if not self.invite.acked.result():
             log.info("no ACK for our 200: call dropped", extra={"call_id": self.context.call_id})
             return "ack_timeout"
         self.dialog.confirm()
         self.state = LegState.ACTIVE
         self._call = Call(self.context, self._rtp, self._host.engines, self)
+        self._call.set_held(not self._media.direction.sends)  # a call may begin on hold
         self._host.call_started(self)
         return await self._call.run()
 
@@ -293,7 +298,8 @@ class CallLeg:
             self._stop_with("caller_hung_up")
 
     def receive_reinvite(self, reinvite: InviteServerTransaction) -> None:
-        """A re-INVITE: answer with our SDP (same codec), following the peer's new address."""
+        """A re-INVITE: answer with our SDP (same codec), following the peer's new address and
+        its hold or resume (the direction it offers)."""
         request = reinvite.request
         if self.state is not LegState.ACTIVE or self._local_sdp is None:
             reinvite.respond(make_response(request, 491, to_tag=self.dialog.local_tag))
@@ -321,6 +327,9 @@ class CallLeg:
                 if (address := _rtp_address(remote)) is not None:
                     self._rtp.set_remote(address)
             self._local_sdp = answer
+            self._media = media
+            if self._call is not None:  # hold (sendonly, inactive, 0.0.0.0) or resume
+                self._call.set_held(not media.direction.sends)
         # Without an offer ours goes in the 200; the peer's answer comes in the ACK and the
         # media keeps following its latched source.
         self._invites[request.cseq.number] = reinvite
@@ -367,6 +376,18 @@ class CallLeg:
         self._stop_with("shutdown")
 
     # --- Helpers
+
+    async def _end_answered_call(self) -> None:
+        """Closing down between our 200 and its ACK: a BYE may only follow the ACK (RFC 3261
+        §15), so wait a little for it; the dialog is then confirmed and ``_finish`` sends
+        the BYE. Without an ACK in that time the caller's phone learns of the end by its own
+        ACK timer or media timeout."""
+        with contextlib.suppress(TimeoutError):
+            acked = await asyncio.wait_for(
+                asyncio.shield(self.invite.acked), self._settings.answered_shutdown_wait_s
+            )
+            if acked:
+                self.dialog.confirm()
 
     def _stop_with(self, reason: str) -> None:
         if not self._stop.done():
