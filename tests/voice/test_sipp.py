@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +32,7 @@ from voice.asr.fake import FakeRecognizer
 from voice.brain import BrainReply
 from voice.call import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
-from voice.sip.agent import SipSettings, SipUserAgent
+from voice.sip.agent import SipSettings, SipStats, SipUserAgent
 from voice.sip.leg import CallRecord
 from voice.sip.transaction import SipTimers
 from voice.tts.fake import MS_PER_CHARACTER, FakeSynthesizer
@@ -180,6 +180,21 @@ class Bot:
     def record(self) -> CallRecord:
         assert self.agent.recent_calls, "no call ended"
         return self.agent.recent_calls[-1]
+
+    @property
+    def dial_uri(self) -> str:
+        host, port = self.agent.local_address
+        return f"sip:100@{host}:{port}"
+
+    async def until(
+        self, what: str, predicate: Callable[[SipStats], bool], within_s: float = WAIT_S
+    ) -> SipStats:
+        try:
+            return await asyncio.wait_for(self.agent.wait_for(predicate), within_s)
+        except TimeoutError:
+            raise AssertionError(
+                f"the agent: {what} not within {within_s} s; {self.agent.stats}"
+            ) from None
 
 
 @asynccontextmanager

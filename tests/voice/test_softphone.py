@@ -45,25 +45,22 @@ import socket
 import struct
 import wave
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
-from voice.asr.fake import FakeRecognizer
+from tests.voice.test_sip_agent import no_leaked_tasks  # noqa: F401 (autouse fixture)
+from tests.voice.test_sipp import bot
 from voice.audio import PTIME_MS
 from voice.brain import BrainReply, Transfer
-from voice.call import CallEngines, CallSettings
 from voice.errors import SipParseError
 from voice.fake_brain import FakeBrain
-from voice.sip.agent import SipSettings, SipStats, SipUserAgent
-from voice.sip.leg import CallRecord
 from voice.sip.message import SipRequest, SipResponse, parse_message
 from voice.sip.refer import HANDOFF_HEADER
 from voice.sip.uri import parse_uri
-from voice.tts.fake import MS_PER_CHARACTER, TONE_HZ, FakeSynthesizer
+from voice.tts.fake import MS_PER_CHARACTER, TONE_HZ
 
 LOOPBACK: Final = "127.0.0.1"
 RTP_RANGE: Final = {"rtp_port_min": 46000, "rtp_port_max": 46998}  # the agent's, this module's
@@ -500,54 +497,6 @@ def handoff_ids(invite: SipRequest) -> list[str]:
 # --- The bot --------------------------------------------------------------------------------
 
 
-@dataclass
-class Bot:
-    agent: SipUserAgent
-    brain: FakeBrain
-    recognizers: list[FakeRecognizer]
-    synthesizer: FakeSynthesizer
-
-    def record(self) -> CallRecord:
-        assert self.agent.recent_calls, "no call ended"
-        return self.agent.recent_calls[-1]
-
-    @property
-    def dial_uri(self) -> str:
-        host, port = self.agent.local_address
-        return f"sip:100@{host}:{port}"
-
-    async def until(
-        self, what: str, predicate: Callable[[SipStats], bool], within_s: float = WAIT_S
-    ) -> SipStats:
-        try:
-            return await asyncio.wait_for(self.agent.wait_for(predicate), within_s)
-        except TimeoutError:
-            raise AssertionError(
-                f"the agent: {what} not within {within_s} s; {self.agent.stats}"
-            ) from None
-
-
-@asynccontextmanager
-async def bot(brain: FakeBrain | None = None) -> AsyncIterator[Bot]:
-    recognizers: list[FakeRecognizer] = []
-
-    def recognizer_for(language: str) -> FakeRecognizer:
-        recognizers.append(FakeRecognizer())
-        return recognizers[-1]
-
-    brain = brain or FakeBrain()
-    synthesizer = FakeSynthesizer()
-    engines = CallEngines(brain, synthesizer, recognizer_for, CallSettings(no_input_timeout_s=30.0))
-    options: dict[str, Any] = {"host": LOOPBACK, "port": 0, **RTP_RANGE}
-    agent = await SipUserAgent.start(SipSettings(**options), engines)
-    try:
-        yield Bot(agent, brain, recognizers, synthesizer)
-    finally:
-        async with asyncio.timeout(10):
-            await agent.close()
-        assert agent.stats.transport.handler_errors == 0
-
-
 async def eventually(what: str, condition: Callable[[], bool], within_s: float = WAIT_S) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
@@ -599,19 +548,6 @@ def loud_runs(levels: list[float]) -> list[tuple[int, int]]:
 # --- Fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [
-        task
-        for task in asyncio.all_tasks() - before
-        if not task.done() and task is not asyncio.current_task()
-    ]
-    assert not leaked, f"tasks left running: {[t.get_name() for t in leaked]}"
-
-
 @pytest.fixture
 async def softphone(tmp_path: Path) -> AsyncIterator[Softphone]:
     phone = await start_softphone(tmp_path)
@@ -635,7 +571,7 @@ async def target() -> AsyncIterator[TransferTarget]:
 async def test_a_softphone_call_is_answered_with_g711_and_hears_the_greeting(
     softphone: Softphone,
 ) -> None:
-    async with bot() as b:
+    async with bot(**RTP_RANGE) as b:
         await softphone.command("dial", b.dial_uri)
         await softphone.event("CALL_ESTABLISHED")
         await b.until("the call started", lambda s: s.calls_started == 1)
@@ -701,7 +637,7 @@ async def test_dtmf_zero_from_a_softphone_is_transferred_by_a_refer_it_follows(
     person = BrainReply(
         "it", ("La passo a un collega.",), transfer=Transfer(HANDOFF_ID, "general", target_uri)
     )
-    async with bot(FakeBrain(person=person)) as b:
+    async with bot(FakeBrain(person=person), **RTP_RANGE) as b:
         await softphone.command("dial", b.dial_uri)
         await softphone.event("CALL_ESTABLISHED")
         await b.until("the call started", lambda s: s.calls_started == 1)

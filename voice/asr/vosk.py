@@ -7,7 +7,7 @@ no Python lock while it runs). One ``VoskRecognizer`` per call.
 The small models decode on a graph composed on the fly (``HCLr.fst`` with ``Gr.fst``), and each
 Kaldi recogniser expands and caches its own part of it as it decodes: a new recogniser spends
 most of its first utterances building that cache (the Korean small model here: 0.55-0.68 s of
-CPU per second of speech cold, 0.15-0.35 warm on sentences it never heard). So the model keeps
+CPU per second of speech cold, 0.13-0.35 warm on sentences it never heard). So the model keeps
 the Kaldi recognisers of calls that ended (up to ``keep_warm`` of them) and gives them to the
 next calls. A recogniser is finalised before it is kept, which makes Kaldi start its next use
 with a new feature pipeline and decoder (no audio, words or speaker adaptation of the earlier
@@ -150,7 +150,7 @@ class VoskModel:
         return self._model
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class DecoderCounts:
     created: int = 0  # Kaldi recognisers made (each starts with an empty graph cache)
     reused: int = 0  # calls given a warm one

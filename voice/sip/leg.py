@@ -327,7 +327,6 @@ class CallLeg:
                 if (address := _rtp_address(remote)) is not None:
                     self._rtp.set_remote(address)
             self._local_sdp = answer
-            self._media = media
             if self._call is not None:  # hold (sendonly, inactive, 0.0.0.0) or resume
                 self._call.set_held(not media.direction.sends)
         # Without an offer ours goes in the 200; the peer's answer comes in the ACK and the
