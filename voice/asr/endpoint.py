@@ -5,7 +5,11 @@ The audio is cut into ``frame_ms`` frames; a frame is loud when its RMS level is
 after ``speech_start_ms`` of consecutive loud frames, and the utterance then begins
 ``pre_roll_ms`` before the first of them (a word's soft onset is quieter than its vowel). It ends
 after ``trailing_silence_ms`` of consecutive quiet frames, or when it reaches
-``max_utterance_ms``; speech still going on at that point continues as a new utterance.
+``max_utterance_ms``; speech still going on at that point continues as a new utterance. With
+``pause_ms`` set, every run of ``pause_ms`` quiet frames inside an utterance is reported as a
+``Pause`` carrying the audio so far: a non-streaming engine transcribes it while the trailing
+silence runs out, and the utterance that then ends on silence is that audio plus quiet frames
+(the latest ``Pause`` of an utterance that ends on silence always stands for it).
 
 The non-streaming recogniser uses this to decide what to transcribe; the streaming one uses it
 to force a final when the engine's own endpointing cannot be configured. Pure state, no I/O: a
@@ -43,6 +47,7 @@ class EndpointConfig:
     max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS
     pre_roll_ms: int = DEFAULT_PRE_ROLL_MS
     frame_ms: int = DEFAULT_FRAME_MS
+    pause_ms: int | None = None  # quiet run reported as a Pause; below trailing_silence_ms
 
     def __post_init__(self) -> None:
         if not self.threshold_dbfs < 0.0:
@@ -56,6 +61,13 @@ class EndpointConfig:
             raise ValueError(
                 f"max_utterance_ms ({self.max_utterance_ms}) must cover speech_start_ms "
                 f"({self.speech_start_ms}) plus pre_roll_ms ({self.pre_roll_ms})"
+            )
+        if self.pause_ms is not None and not (
+            0 < self.frames(self.pause_ms) < self.frames(self.trailing_silence_ms)
+        ):
+            raise ValueError(
+                f"pause_ms ({self.pause_ms}) must be positive and shorter than "
+                f"trailing_silence_ms ({self.trailing_silence_ms}) by at least a frame"
             )
 
     def frames(self, duration_ms: int) -> int:
@@ -80,6 +92,17 @@ class Onset:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """``pause_ms`` of quiet inside an utterance: its audio so far (empty without keep_audio).
+
+    The utterance may still go on (speech resumes: a later ``Pause`` or ``Utterance`` replaces
+    this one) or end on silence, with only quiet frames after this audio.
+    """
+
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance:
     """A finished utterance: its audio (pre-roll and trailing silence included) and why it ended.
 
@@ -90,7 +113,7 @@ class Utterance:
     ended_by: UtteranceEnd
 
 
-EndpointEvent = Onset | Utterance
+EndpointEvent = Onset | Pause | Utterance
 
 
 class Endpointer:
@@ -117,6 +140,8 @@ class Endpointer:
         self._start_frames = self.config.frames(self.config.speech_start_ms)
         self._silence_frames = self.config.frames(self.config.trailing_silence_ms)
         self._max_frames = self.config.frames(self.config.max_utterance_ms)
+        pause_ms = self.config.pause_ms
+        self._pause_frames = self.config.frames(pause_ms) if pause_ms is not None else None
         # While silent, the frames a new utterance would begin with: the pre-roll and the
         # loud run that may turn into speech.
         self._lookback: deque[bytes] = deque(
@@ -175,6 +200,9 @@ class Endpointer:
             return
         self._append(frame)
         self._quiet_run = 0 if is_loud else self._quiet_run + 1
+        if self._quiet_run == self._pause_frames and self._utterance_frames < self._max_frames:
+            pcm = b"".join(self._utterance) if self._keep_audio else b""
+            events.append(Pause(pcm))
         if self._quiet_run >= self._silence_frames:
             events.append(self._finish(UtteranceEnd.SILENCE))
             self._state = EndpointState.SILENCE

@@ -1,9 +1,13 @@
 """The non-streaming recogniser: faster-whisper (CTranslate2 Whisper models), an optional extra.
 
 Whisper transcribes whole utterances, so ``WhisperRecognizer`` buffers the audio, cuts it into
-utterances with the energy ``Endpointer`` and transcribes each one when it ends: it emits
-``SpeechStarted`` at the onset and ``AsrFinal`` at the end, no partials. The ``feed`` that ends
-an utterance waits for its transcription (about half a second for ``tiny.en`` on two cores).
+utterances with the energy ``Endpointer`` and transcribes each one: it emits ``SpeechStarted``
+at the onset and ``AsrFinal`` at the end, no partials. A transcription takes about 0.3-0.5 s
+for ``tiny.en`` on two cores, so it begins early: once the caller has been quiet for
+``early_transcription_ms`` (the endpointer's ``Pause``), while the rest of the endpointing
+silence runs out. If the caller speaks again, that transcription is thrown away and a later
+one begins; if the silence ends the utterance, the ``feed`` that ends it waits only for what is
+left of it. The cost is the transcriptions of pauses the caller spoke after.
 
 One ``WhisperEngine`` per model, shared by every call; it owns the executor the transcriptions
 run in and gives CTranslate2 as many workers, so that calls are transcribed in parallel.
@@ -17,6 +21,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,13 +37,16 @@ from voice.asr.base import (
     check_pcm16,
     default_decode_workers,
 )
-from voice.asr.endpoint import EndpointConfig, Endpointer, Onset, Utterance
+from voice.asr.endpoint import EndpointConfig, Endpointer, Onset, Pause, Utterance, UtteranceEnd
 from voice.asr.models import check_model
 from voice.errors import EngineUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BEAM_SIZE: Final = 2
+# Quiet that starts a transcription before the endpointing silence is over (see the docstring);
+# ``None`` waits for the utterance to end.
+DEFAULT_EARLY_TRANSCRIPTION_MS: Final[int | None] = 200
 # Threads per transcription: ``None`` is one per core, so that a lone utterance is transcribed
 # on every core (tiny.en, 1.5 s of speech: 0.30 s on 2 threads, 0.48 s on one); concurrent
 # transcriptions share the cores.
@@ -103,8 +111,13 @@ class WhisperEngine:
         *,
         endpoint: EndpointConfig | None = None,
         beam_size: int = DEFAULT_BEAM_SIZE,
+        early_transcription_ms: int | None = DEFAULT_EARLY_TRANSCRIPTION_MS,
     ) -> WhisperRecognizer:
-        """A recogniser for one call, transcribing ``language`` (an ISO 639-1 code)."""
+        """A recogniser for one call, transcribing ``language`` (an ISO 639-1 code).
+
+        ``early_transcription_ms`` becomes the endpointer's ``pause_ms`` (replacing any set in
+        ``endpoint``); it must be shorter than the endpointing silence.
+        """
         if self._closed:
             raise RuntimeError("the whisper engine is closed")
         if language not in self.languages:
@@ -120,6 +133,7 @@ class WhisperEngine:
             )
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        endpoint = replace(endpoint, pause_ms=early_transcription_ms)  # validates it
         return WhisperRecognizer(self, language, endpoint=endpoint, beam_size=beam_size)
 
     async def close(self) -> None:
@@ -179,6 +193,15 @@ def _load_model(path: Path, workers: int, cpu_threads: int) -> Any:
         raise ModelNotFound(f"faster-whisper could not load the model in {path}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptionCounts:
+    """What one recogniser transcribed: utterances, and early transcriptions thrown away."""
+
+    utterances: int
+    early_used: int
+    early_discarded: int
+
+
 class WhisperRecognizer(Recognizer):
     """One call's recogniser on a shared ``WhisperEngine``: endpointed, then transcribed."""
 
@@ -191,7 +214,15 @@ class WhisperRecognizer(Recognizer):
         self._queue = DecodeQueue(engine.executor)
         self._endpointer = Endpointer(endpoint, sample_rate_hz=ASR_RATE_HZ)
         self._generation = 0  # bumped by reset(): transcriptions begun before it are ignored
+        self._early: asyncio.Task[tuple[str, float | None]] | None = None
+        self._utterances = 0
+        self._early_used = 0
+        self._early_discarded = 0
         self._closed = False
+
+    @property
+    def counts(self) -> TranscriptionCounts:
+        return TranscriptionCounts(self._utterances, self._early_used, self._early_discarded)
 
     async def feed(self, pcm16k: bytes) -> list[AsrEvent]:
         self._check_open()
@@ -201,27 +232,34 @@ class WhisperRecognizer(Recognizer):
         for cut in self._endpointer.feed(pcm16k):
             if isinstance(cut, Onset):
                 events.append(SpeechStarted())
-                continue
-            final = await self._transcribe(cut)
-            if generation != self._generation:
-                return []  # reset() while transcribing: this chunk's events are forgotten too
-            if final is not None:
-                events.append(final)
+            elif isinstance(cut, Pause):
+                self._begin_early(cut.pcm)
+            else:
+                final = await self._finish(cut)
+                if generation != self._generation:
+                    return []  # reset() while transcribing: this chunk's events are forgotten too
+                if final is not None:
+                    events.append(final)
         return events
 
     async def flush(self) -> AsrFinal | None:
         self._check_open()
         utterance = self._endpointer.flush()
-        return None if utterance is None else await self._transcribe(utterance)
+        if utterance is None:
+            self._drop_early()
+            return None
+        return await self._finish(utterance)
 
     def reset(self) -> None:
         self._generation += 1
+        self._drop_early()
         self._endpointer.reset()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._drop_early()
         self._endpointer.reset()
         await self._queue.drain()
 
@@ -229,11 +267,42 @@ class WhisperRecognizer(Recognizer):
         if self._closed:
             raise RuntimeError("the recognizer is closed")
 
-    async def _transcribe(self, utterance: Utterance) -> AsrFinal | None:
+    def _begin_early(self, pcm: bytes) -> None:
+        """Start transcribing the utterance so far; an earlier early one is no longer needed."""
+        self._drop_early()
+        task = asyncio.create_task(self._run(pcm))
+        task.add_done_callback(_retrieve)
+        self._early = task
+
+    def _drop_early(self) -> None:
+        # A transcription already in its thread runs to its end; the queue waits for it.
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
+            self._early_discarded += 1
+
+    async def _finish(self, utterance: Utterance) -> AsrFinal | None:
         generation = self._generation
-        text, confidence = await self._queue.run(
-            self._engine.transcribe, utterance.pcm, self.language, self._beam_size
-        )
+        early, self._early = self._early, None
+        self._utterances += 1
+        if early is not None and utterance.ended_by is UtteranceEnd.SILENCE:
+            # The utterance is the early transcription's audio and quiet frames after it.
+            self._early_used += 1
+            text, confidence = await asyncio.shield(early)
+        else:
+            if early is not None:
+                early.cancel()
+                self._early_discarded += 1
+            text, confidence = await self._run(utterance.pcm)
         if generation != self._generation or not text:
             return None
         return AsrFinal(text, confidence)
+
+    async def _run(self, pcm: bytes) -> tuple[str, float | None]:
+        return await self._queue.run(self._engine.transcribe, pcm, self.language, self._beam_size)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a discarded early transcription's failure as seen (the utterance reports its own)."""
+    if not task.cancelled():
+        task.exception()
