@@ -173,6 +173,7 @@ class Call:
         self._keys: asyncio.Queue[str] = asyncio.Queue()
         self._pending_latency: float | None = None
         self._acted = 0
+        self._late_transfer: asyncio.Task[None] | None = None
         self._person_pending = False  # a PersonRequested is queued or being handled
         self._backlog: deque[bytes] = deque()
         self._audio_ready = asyncio.Event()
@@ -221,6 +222,21 @@ class Call:
         """The caller sent BYE (or CANCEL)."""
         self.end("caller_hung_up")
 
+    def transferred_late(self, transfer: Transfer) -> None:
+        """A transfer reported failed (time-out) was answered after all: the call ends as
+        transferred, whatever it was saying (the callback booked for it is already noted)."""
+        if self.state is CallState.ENDED or self._late_transfer is not None:
+            return
+
+        async def record() -> None:
+            try:
+                if self.conversation_id is not None:
+                    await self.brain.transferred(self.conversation_id, transfer)
+            finally:
+                self.end("transferred")
+
+        self._late_transfer = asyncio.create_task(record(), name="call-transferred-late")
+
     # the loop
 
     async def run(self) -> str:
@@ -264,6 +280,8 @@ class Call:
                 task.cancel()
             # the tasks' own failures were logged above: only their end matters here
             await asyncio.gather(*tasks, ended, return_exceptions=True)
+            if self._late_transfer is not None:  # its record is written before the end
+                await asyncio.gather(self._late_transfer, return_exceptions=True)
             await self._clean_up()
         return self._finished_reason()
 

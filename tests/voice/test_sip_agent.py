@@ -738,6 +738,36 @@ async def test_no_final_notify_within_the_transfer_timeout_is_a_failed_transfer(
         assert ("transfer_failed", "h-77") in brain.seen
 
 
+@pytest.mark.parametrize(
+    ("sipfrag", "reason"),
+    [(b"SIP/2.0 200 OK\r\n", "transferred"), (b"SIP/2.0 486 Busy Here\r\n", "bot_hung_up")],
+    ids=["answered", "busy"],
+)
+async def test_a_transfer_outcome_after_its_timeout(
+    phone: Phone, sipfrag: bytes, reason: str
+) -> None:
+    # The phone accepted the REFER, but its outcome comes after we told the caller it failed:
+    # answered, the caller is with the queue now and our leg goes (the booked callback is in
+    # the record); a failure changes nothing: the "we will call you back" (7 s) goes on.
+    brain = transferring_brain()
+    brain.failed = BrainReply("it", ("La richiameremo al più presto. " * 4,), hang_up=True)
+    async with running(brain, transfer_timeout_s=0.3) as agent:
+        caller = Caller(phone, agent.local_address)
+        await caller.connected()
+        refer = await phone.request()
+        caller.send(reply(refer, 202, "Accepted"))
+        await asyncio.wait_for(brain.wait_until_seen("transfer_failed", "h-77"), WAIT_S)
+        caller.send(notify(caller, 2, sipfrag, "terminated;reason=noresource"))
+        assert (await phone.response()).status == 200
+        bye = await phone.request(within_s=WAIT_S * 4)
+        caller.send(reply(bye, 200))
+        stats = await until(agent, lambda s: s.calls_ended == 1)
+
+        assert bye.method == "BYE" and stats.end_reasons == {reason: 1}
+        assert (("transferred", "h-77") in brain.seen) is (reason == "transferred")
+        assert brain.ended_with == reason
+
+
 async def test_a_notify_outside_a_transfer_is_refused(phone: Phone) -> None:
     async with running() as agent:
         caller = Caller(phone, agent.local_address)

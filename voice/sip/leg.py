@@ -124,6 +124,9 @@ class CallLeg:
         self._sdp_remote: tuple[str, int] = (media.remote_ip, media.remote_port)
         self._notify_statuses: asyncio.Queue[int] | None = None
         self._refers_sent = 0
+        # A REFER the phone accepted but whose outcome did not come in time: the phone may
+        # still connect the caller to the queue, and then our leg must go.
+        self._accepted_transfer: Transfer | None = None
 
     # --- The leg's life (the task)
 
@@ -242,7 +245,9 @@ class CallLeg:
         statuses: asyncio.Queue[int] = asyncio.Queue()
         self._notify_statuses = statuses  # before sending: a NOTIFY may overtake the 202
         self._refers_sent += 1
+        self._accepted_transfer = None
         extra = {"call_id": self.context.call_id, "queue": transfer.queue}
+        accepted = False
         try:
             async with asyncio.timeout(self._settings.transfer_timeout_s):
                 response = await self._host.transactions.request(
@@ -252,10 +257,13 @@ class CallLeg:
                     refused = None if response is None else response.status
                     log.info("transfer refused", extra={**extra, "status": refused})
                     return False
+                accepted = True
                 while (status := await statuses.get()) < 200:
                     pass  # 1xx: the target is being called
         except TimeoutError:
-            log.info("transfer timed out", extra=extra)
+            log.info("transfer timed out", extra={**extra, "accepted": accepted})
+            if accepted:
+                self._accepted_transfer = transfer
             return False
         finally:
             if self._notify_statuses is statuses:
@@ -361,8 +369,19 @@ class CallLeg:
         state = (request.headers.get("Subscription-State") or "").strip().lower()
         if (status is None or status < 200) and state.startswith("terminated"):
             status = _TRANSFER_GAVE_NO_STATUS
-        if status is not None and self._notify_statuses is not None:
+        if status is None:
+            return
+        if self._notify_statuses is not None:
             self._notify_statuses.put_nowait(status)
+        elif self._accepted_transfer is not None and status >= 200:
+            transfer, self._accepted_transfer = self._accepted_transfer, None
+            if status < 300 and self._call is not None:
+                # Connected after we gave up on it: the caller is with the queue now.
+                log.info(
+                    "transfer answered after its time-out",
+                    extra={"call_id": self.context.call_id, "queue": transfer.queue},
+                )
+                self._call.transferred_late(transfer)
 
     def shutdown(self) -> None:
         """The user agent is closing: refuse a call not yet answered, end one in progress."""
