@@ -183,3 +183,71 @@ async def test_close_closes_wrapped_synthesizer(counted: CountingSynthesizer) ->
 def test_cache_needs_room_for_one_prompt(counted: CountingSynthesizer) -> None:
     with pytest.raises(ValueError, match="max_entries"):
         PromptCache(counted, max_entries=0)
+    with pytest.raises(ValueError, match="max_age_s"):
+        PromptCache(counted, max_age_s=0.0)
+
+
+BALANCE = "Il suo saldo è di 84,50 euro, da pagare entro il 15 marzo."
+PRESS_ZERO = "Per parlare con un operatore prema 0."
+
+
+async def test_a_sentence_with_numbers_is_synthesised_every_time_and_never_kept(
+    cache: PromptCache, counted: CountingSynthesizer
+) -> None:
+    first = await cache.synthesize(BALANCE, "it")
+    second = await cache.synthesize(BALANCE, "it")
+    assert first is not second and second.duration_ms > 2000
+    assert counted.calls[(BALANCE, "it")] == 2
+    assert not cache.cached(BALANCE, "it") and len(cache) == 0
+
+
+async def test_static_prompts_are_kept_whatever_they_say_and_never_evicted(
+    cache: PromptCache, counted: CountingSynthesizer
+) -> None:
+    await cache.prerender([(PRESS_ZERO, "it"), (WELCOME, "it")])
+    for text in ["Uno.", "Due.", "Tre.", "Quattro.", "Cinque."]:
+        await cache.synthesize(text, "it")
+    assert cache.cached(PRESS_ZERO, "it") and cache.cached(WELCOME, "it")
+    assert len(cache) == cache.max_entries
+    assert [cache.cached(text, "it") for text in ["Tre.", "Quattro.", "Cinque."]] == [
+        False,
+        True,
+        True,
+    ]
+    await cache.synthesize(PRESS_ZERO, "it")
+    assert counted.calls[(PRESS_ZERO, "it")] == 1
+
+
+async def test_a_reply_is_kept_at_most_max_age_s(counted: CountingSynthesizer) -> None:
+    now = [1000.0]
+    async with PromptCache(counted, max_age_s=60.0, clock=lambda: now[0]) as prompts:
+        await prompts.prerender([(GOODBYE, "it")])
+        await prompts.synthesize(WELCOME, "it")
+        now[0] += 59.0
+        assert prompts.cached(WELCOME, "it")
+        await prompts.synthesize(WELCOME, "it")  # a use does not make it younger
+        now[0] += 1.0
+        assert not prompts.cached(WELCOME, "it") and len(prompts) == 1
+        assert prompts.cached(GOODBYE, "it")
+        await prompts.synthesize(WELCOME, "it")
+    assert counted.calls[(WELCOME, "it")] == 2
+    assert counted.calls[(GOODBYE, "it")] == 1
+
+
+async def test_what_is_kept_follows_the_keep_rule(counted: CountingSynthesizer) -> None:
+    async with PromptCache(counted, keep=lambda text: "Mario" not in text) as prompts:
+        await prompts.synthesize("Buongiorno Mario.", "it")
+        await prompts.synthesize(BALANCE, "it")
+        assert not prompts.cached("Buongiorno Mario.", "it")
+        assert prompts.cached(BALANCE, "it")
+
+
+async def test_a_reply_prerendered_later_becomes_static(
+    cache: PromptCache, counted: CountingSynthesizer
+) -> None:
+    now_cached = await cache.synthesize(WELCOME, "it")
+    await cache.prerender([(WELCOME, "it")])
+    for text in ["Uno.", "Due.", "Tre.", "Quattro.", "Cinque."]:
+        await cache.synthesize(text, "it")
+    assert await cache.synthesize(WELCOME, "it") is now_cached
+    assert counted.calls[(WELCOME, "it")] == 1
