@@ -11,10 +11,11 @@ recogniser: Vosk streaming with the packaged Korean model (the only Vosk model t
 here; its words mean nothing to the Italian line, which answers with its fallback, the same text
 every time, so from the second call on the reply is a cached prompt), or faster-whisper tiny.en
 on the English line ("I want to speak to an agent" -> the transfer to the general queue; the
-transcripts heard are printed, as a check that the recogniser was not just fast). Calls run one after
-another, each: greeting, one caller turn, hang-up. Turn latency = the first RTP packet of the
-reply minus the end of the caller's speech, as the caller's RTP sender timed it; the endpointing
-silence (the trailing silence that ends an utterance) is part of it and is printed beside it.
+transcripts heard are printed, as a check that the recogniser was not just fast). Calls run
+one after another, each: greeting, one caller turn, hang-up. Turn latency = the first RTP
+packet of the reply minus the end of the caller's speech, as the caller's RTP sender timed it;
+the endpointing silence (the trailing silence that ends an utterance) is part of it and is
+printed beside it.
 
 ``load``: N calls at once, each caller speaking Korean sentences with short pauses for the whole
 run, the Korean Vosk model decoding every call (one shared model, one recogniser per call,
@@ -65,12 +66,12 @@ from bot.phone.loopback import loopback_call, read_wav_8k
 from bot.runtime import open_runtime
 from bot.web.app import make_app
 from bot.web.keys import DESK
-from voice.asr.base import AsrEvent, AsrFinal, Recognizer
+from voice.asr.base import ASR_RATE_HZ, AsrEvent, AsrFinal, Recognizer
 from voice.asr.gate import VoiceGate
 from voice.asr.models import packaged_model_path
 from voice.asr.vosk import VoskModel
 from voice.asr.whisper import WhisperEngine
-from voice.audio import TELEPHONE_RATE_HZ, rms_dbfs
+from voice.audio import TELEPHONE_RATE_HZ, resample, rms_dbfs
 from voice.brain import BrainReply
 from voice.call import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
@@ -309,6 +310,18 @@ async def load(args: argparse.Namespace) -> int:
         synthesizer = PromptCache(Pyttsx3Synthesizer())
         largest = max(args.levels)
         async with recognizer_source("vosk", keep_warm=largest) as source:
+            if args.start_up_warm_up:
+                assert source.vosk is not None
+                speech = [
+                    resample(speech_8k(text, "ko", Path(tmp_name)), TELEPHONE_RATE_HZ, ASR_RATE_HZ)
+                    for text in KOREAN
+                ]
+                started = time.perf_counter()
+                warmed = await source.vosk.warm_up(speech)
+                print(
+                    f"start-up warm-up: {warmed} recognisers, each decoding the same "
+                    f"{len(speech)} sentences, in {time.perf_counter() - started:.1f} s"
+                )
             if args.warm_up_turns:
                 await load_level(largest, args, clips, synthesizer, source, warm_up=True)
             print(
@@ -437,6 +450,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="sentences each kept recogniser decodes before the levels (0: cold recognisers)",
+    )
+    ld.add_argument(
+        "--start-up-warm-up",
+        action="store_true",
+        help="warm the recognisers first as the service does at start-up (VoskModel.warm_up, "
+        "3 fixed sentences); with --warm-up-turns 0 it is the service just after a restart",
     )
     return parser.parse_args(argv)
 

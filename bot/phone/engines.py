@@ -8,6 +8,7 @@ pyttsx3) behind a prompt cache, with the static prompts rendered before the firs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,13 +17,14 @@ from pathlib import Path
 
 from bot.phone.brain import TEXTS, PhoneBrain
 from bot.phone.lines import LANGUAGES, PhoneLines
-from voice.asr.base import Recognizer
+from voice.asr.base import ASR_RATE_HZ, Recognizer
 from voice.asr.endpoint import DEFAULT_FRAME_MS, EndpointConfig
 from voice.asr.gate import VoiceGate
 from voice.asr.models import model_path
 from voice.asr.silent import NoSpeechRecognizer
 from voice.asr.vosk import DEFAULT_KEEP_WARM, VoskModel
 from voice.asr.whisper import WhisperEngine
+from voice.audio import resample
 from voice.call import CallEngines, CallSettings
 from voice.tts.cache import PromptCache
 from voice.tts.pyttsx3 import Pyttsx3Synthesizer
@@ -78,6 +80,7 @@ async def open_call_engines(
         stack.push_async_callback(synthesizer.close)
         factories: dict[str, Callable[[], Recognizer]] = {}
         loaded: dict[Path, VoskModel | WhisperEngine] = {}
+        languages_of: dict[Path, list[str]] = {}
         for choice in choose_recognizers(models_dir, preferred_engine):
             if choice.model is None:
                 log.warning(
@@ -96,10 +99,20 @@ async def open_call_engines(
                 )
                 stack.push_async_callback(engine.close)
                 loaded[choice.model] = engine
+            languages_of.setdefault(choice.model, []).append(choice.language)
             factories[choice.language] = recognizer_factory(
                 engine, choice.language, endpoint_silence_ms
             )
-        await synthesizer.prerender(static_prompts(lines))
+        prompts = static_prompts(lines)
+        await synthesizer.prerender(prompts)
+        for path, engine in loaded.items():
+            if isinstance(engine, VoskModel) and engine.decoders.keep:
+                warming = asyncio.create_task(
+                    warm_up_vosk(engine, synthesizer, prompts, languages_of[path]),
+                    name="vosk-warm-up",
+                )
+                warming.add_done_callback(_log_failure)
+                stack.push_async_callback(_stop, warming)  # before the model closes
         timings = lines.timings
         yield CallEngines(
             brain=brain,
@@ -111,6 +124,33 @@ async def open_call_engines(
                 inter_digit_timeout_s=timings.inter_digit_timeout_s,
             ),
         )
+
+
+async def warm_up_vosk(
+    model: VoskModel,
+    synthesizer: PromptCache,
+    prompts: list[tuple[str, str]],
+    languages: list[str],
+) -> int:
+    """Warm the model's kept recognisers on the line's static prompts in its languages (the
+    speech the service has of its own: no caller's audio); returns how many were warmed."""
+    speech = []
+    for text, language in prompts:
+        if language in languages:
+            prompt = await synthesizer.synthesize(text, language)  # static: rendered already
+            speech.append(resample(prompt.pcm, prompt.sample_rate_hz, ASR_RATE_HZ))
+    return await model.warm_up(speech)
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        log.error("recogniser warm-up failed", exc_info=failure)
+
+
+async def _stop(task: asyncio.Task[int]) -> None:
+    """Cancel a background task and wait for it (its failure was logged when it ended)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def recognizer_factory(

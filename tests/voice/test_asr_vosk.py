@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import shutil
 import subprocess
 import threading
@@ -33,7 +34,7 @@ from voice.asr.base import (
 )
 from voice.asr.fake import FakeRecognizer
 from voice.asr.models import packaged_model_path
-from voice.asr.vosk import DecoderCounts, VoskModel
+from voice.asr.vosk import DecoderCounts, VoskModel, lower_thread_priority
 from voice.audio import resample
 from voice.errors import ModelNotFound
 
@@ -310,6 +311,69 @@ async def test_a_recognizer_closed_after_its_model_is_dropped_quietly(model: Vos
     await pooled.close()
     await recognizer.close()
     assert pooled.decoders.counts().idle == 0
+
+
+@pytest.mark.speech
+async def test_warm_up_makes_the_kept_decoders_before_any_call(
+    model: VoskModel, greeting: bytes, request_speech: bytes
+) -> None:
+    pooled = own_model(model, keep_warm=2)
+    try:
+        async with loop_gaps(TICK_S) as gaps:
+            assert await pooled.warm_up([greeting, request_speech]) == 2
+        assert max(gaps) < MAX_TICK_GAP_S, f"the loop stalled {max(gaps) * 1000:.0f} ms"
+        assert pooled.decoders.counts() == DecoderCounts(created=2, reused=0, idle=2)
+        async with pooled.new_recognizer() as call:
+            # a warm-up leaves no words behind: silence gives nothing, then the caller's speech
+            assert await feed_all(call, silence(600)) == []
+            events = await feed_all(call, silence(200) + request_speech + silence(900))
+            flushed = await call.flush()
+        assert_contract(events, flushed)
+        assert isinstance(events[-1], AsrFinal), events
+        assert pooled.decoders.counts() == DecoderCounts(created=2, reused=1, idle=2)
+        assert await pooled.warm_up([greeting]) == 0, "no room: nothing more is made"
+    finally:
+        await pooled.close()
+
+
+@pytest.mark.speech
+async def test_warm_up_stops_when_cancelled_or_the_model_closes(
+    model: VoskModel, request_speech: bytes
+) -> None:
+    pooled = own_model(model, keep_warm=5)
+    warming = asyncio.create_task(pooled.warm_up([request_speech]))
+    await asyncio.sleep(0.05)  # the first decoder is being warmed in its thread
+    warming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await warming
+    counts = pooled.decoders.counts()
+    assert counts.created == 1 and counts.idle <= 1  # the one in progress ran to its end
+    closing = asyncio.create_task(pooled.warm_up([request_speech] * 20))
+    await asyncio.sleep(0.05)
+    await pooled.close()
+    assert await asyncio.wait_for(closing, 10) == 0
+    assert pooled.decoders.counts().idle == 0
+
+
+async def test_warm_up_thread_runs_at_a_lower_priority() -> None:
+    def niceness_before_and_after() -> tuple[int, int]:
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lower_thread_priority()
+        return before, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before, after = await asyncio.to_thread(niceness_before_and_after)
+    assert after == min(19, before + 10)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before, "the process itself is unchanged"
+
+
+async def test_warm_up_with_no_speech_makes_nothing_and_odd_audio_is_refused(
+    tmp_path: Path,
+) -> None:
+    unloaded = VoskModel(object(), tmp_path, ThreadPoolExecutor(1), keep_warm=2)
+    assert await unloaded.warm_up([]) == 0
+    with pytest.raises(ValueError, match="even number of bytes"):
+        await unloaded.warm_up([b"\x00"])
+    assert unloaded.decoders.counts() == DecoderCounts()
 
 
 async def test_keep_warm_must_not_be_negative(tmp_path: Path) -> None:

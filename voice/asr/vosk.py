@@ -11,7 +11,9 @@ CPU per second of speech cold, 0.13-0.35 warm on sentences it never heard). So t
 the Kaldi recognisers of calls that ended (up to ``keep_warm`` of them) and gives them to the
 next calls. A recogniser is finalised before it is kept, which makes Kaldi start its next use
 with a new feature pipeline and decoder (no audio, words or speaker adaptation of the earlier
-caller survive); only the graph cache, which holds no caller data, carries over.
+caller survive); only the graph cache, which holds no caller data, carries over. After a
+restart there are none: ``warm_up`` makes them ahead of the first calls, decoding speech the
+service has (its own static prompts) in one low-priority thread of its own.
 
 Finals come from Vosk's own endpointing. Builds that have ``SetEndpointerDelays`` (vosk newer
 than 0.3.45) are told the configured trailing silence; older ones, such as 0.3.45, keep the
@@ -28,8 +30,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +67,9 @@ DEFAULT_ENDPOINT_SILENCE_MS: Final = 700
 # Warm Kaldi recognisers kept for the next calls (each holds its graph cache: tens to a couple of
 # hundred MB, by the model's graph).
 DEFAULT_KEEP_WARM: Final = 10
+# The niceness of the warm-up thread: the calls' decodes come first.
+_WARM_UP_NICENESS: Final = 10
+_WARM_UP_CHUNK_BYTES: Final = 200 * ASR_RATE_HZ * 2 // 1000  # 200 ms, as a call's decodes
 # Vosk's "no speech yet" timeout; a call has its own no-input timer, so keep it out of the way.
 _ENDPOINTER_START_MAX_S: Final = 30.0
 # Kaldi logs every model file it reads at level 0; -1 keeps warnings and errors.
@@ -129,6 +136,52 @@ class VoskModel:
             max_utterance_ms=max_utterance_ms,
         )
 
+    async def warm_up(self, speech: Sequence[bytes], count: int | None = None) -> int:
+        """Make up to ``count`` (default: as many as are kept) warm Kaldi recognisers ahead of
+        the calls, each decoding ``speech`` (16 kHz PCM clips) once; returns how many it made.
+
+        Runs in a thread of its own at a lower priority, one recogniser after another; stops
+        early when the model closes, when calls have given back enough warm ones, or when
+        cancelled (after the recogniser in progress).
+        """
+        if not speech:
+            return 0
+        for clip in speech:
+            check_pcm16(clip)
+        wanted = self.decoders.keep if count is None else count
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vosk-warm-up")
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        made = 0
+        try:
+            await loop.run_in_executor(executor, lower_thread_priority)
+            while made < wanted and not self._closed and self.decoders.room():
+                kept = await loop.run_in_executor(executor, self._warm_one, speech)
+                if not kept:
+                    break
+                made += 1
+        finally:
+            await asyncio.to_thread(executor.shutdown, wait=True)
+            log.info(
+                "Vosk recognisers warmed up",
+                extra={
+                    "model": str(self.path),
+                    "warmed": made,
+                    "seconds": round(time.perf_counter() - started, 1),
+                },
+            )
+        return made
+
+    def _warm_one(self, speech: Sequence[bytes]) -> bool:
+        kaldi = self.decoders.make(self._model)
+        for clip in speech:
+            for start in range(0, len(clip), _WARM_UP_CHUNK_BYTES):
+                if self._closed:
+                    return False
+                kaldi.AcceptWaveform(clip[start : start + _WARM_UP_CHUNK_BYTES])
+            kaldi.FinalResult()
+        return self.decoders.give_back(kaldi)
+
     async def close(self) -> None:
         """Stop the executor once the decodes already queued have finished."""
         self._closed = True
@@ -171,22 +224,36 @@ class WarmDecoders:
         self._reused = 0
 
     def take(self, model: Any) -> Any:
+        """A warm recogniser if one is kept, else a new one."""
         with self._lock:
             if self._idle:
                 self._reused += 1
                 return self._idle.pop()
+        return self.make(model)
+
+    def make(self, model: Any) -> Any:
+        """A new recogniser (an empty graph cache)."""
+        with self._lock:
             self._created += 1
         try:
             return vosk.KaldiRecognizer(model, ASR_RATE_HZ)
         except Exception as exc:  # vosk raises a bare Exception when Kaldi fails
             raise EngineUnavailable(f"Vosk could not create a recognizer: {exc}") from exc
 
-    def give_back(self, kaldi: Any) -> None:
-        """Finalise ``kaldi`` (its next use starts afresh) and keep it if there is room."""
+    def give_back(self, kaldi: Any) -> bool:
+        """Finalise ``kaldi`` (its next use starts afresh) and keep it if there is room;
+        returns whether it was kept."""
         kaldi.FinalResult()
         with self._lock:
             if len(self._idle) < self.keep:
                 self._idle.append(kaldi)
+                return True
+        return False
+
+    def room(self) -> bool:
+        """Whether another warm recogniser would be kept."""
+        with self._lock:
+            return len(self._idle) < self.keep
 
     def clear(self) -> None:
         with self._lock:
@@ -195,6 +262,12 @@ class WarmDecoders:
     def counts(self) -> DecoderCounts:
         with self._lock:
             return DecoderCounts(self._created, self._reused, len(self._idle))
+
+
+def lower_thread_priority() -> None:
+    """Lower the calling thread's priority (Linux: a thread id is a process id here)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WARM_UP_NICENESS)
 
 
 def _load_model(path: Path) -> Any:
