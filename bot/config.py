@@ -99,6 +99,8 @@ class Settings:
     sip_auth_user: str = ""  # digest authentication of incoming INVITEs, when set
     sip_auth_password: str = ""
     sip_auth_realm: str = "triage"
+    sip_auth_max_failures: int = 5  # wrong digest answers from one IP in a minute: locked out
+    sip_auth_lockout_s: float = 300.0
     asr_engine: str = "vosk"  # preferred recogniser: vosk (streaming) or whisper
     asr_endpoint_silence_ms: int = 600  # trailing silence that ends a caller's utterance
     vosk_keep_warm: int = 10  # Vosk recognisers of ended calls kept, graph cache warm, per model
@@ -173,6 +175,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_SIP_AUTH_USER",
         "TRIAGE_SIP_AUTH_PASSWORD",
         "TRIAGE_SIP_AUTH_REALM",
+        "TRIAGE_SIP_AUTH_MAX_FAILURES",
+        "TRIAGE_SIP_AUTH_LOCKOUT_S",
         "TRIAGE_ASR_ENGINE",
         "TRIAGE_VOSK_KEEP_WARM",
         "TRIAGE_ASR_ENDPOINT_SILENCE_MS",
@@ -232,6 +236,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sip_auth_user=env.get("TRIAGE_SIP_AUTH_USER", ""),
         sip_auth_password=_auth_password(env),
         sip_auth_realm=env.get("TRIAGE_SIP_AUTH_REALM", base.sip_auth_realm),
+        sip_auth_max_failures=_int(
+            env, "TRIAGE_SIP_AUTH_MAX_FAILURES", base.sip_auth_max_failures, 1, 1000
+        ),
+        sip_auth_lockout_s=_float(
+            env, "TRIAGE_SIP_AUTH_LOCKOUT_S", base.sip_auth_lockout_s, 1, 86400
+        ),
         asr_engine=_choice(env, "TRIAGE_ASR_ENGINE", base.asr_engine, ("vosk", "whisper")),
         asr_endpoint_silence_ms=_int(
             env, "TRIAGE_ASR_ENDPOINT_SILENCE_MS", base.asr_endpoint_silence_ms, 100, 5000

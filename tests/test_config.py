@@ -9,6 +9,8 @@ import pytest
 
 from bot.config import PROJECT_ROOT, Settings, load_settings
 from bot.errors import ConfigError
+from bot.phone.line import sip_settings
+from voice.sip.agent import SipSettings
 
 
 def test_load_settings_uses_defaults_with_an_empty_environment() -> None:
@@ -74,11 +76,31 @@ def test_load_settings_reads_valid_values() -> None:
         ("TRIAGE_RASA_TIMEOUT_S", "0"),
         ("TRIAGE_MAX_MESSAGE_CHARS", "0"),
         ("TRIAGE_VOSK_KEEP_WARM", "-1"),
+        ("TRIAGE_SIP_AUTH_MAX_FAILURES", "0"),
+        ("TRIAGE_SIP_AUTH_MAX_FAILURES", "many"),
+        ("TRIAGE_SIP_AUTH_LOCKOUT_S", "0"),
+        ("TRIAGE_SIP_AUTH_LOCKOUT_S", "soon"),
     ],
 )
 def test_load_settings_rejects_bad_values_naming_the_variable(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_settings({key: value})
+
+
+def test_the_digest_lockout_variables_reach_the_sip_user_agent() -> None:
+    defaults = sip_settings(load_settings({}))
+    assert (defaults.auth_max_failures, defaults.auth_lockout_s) == (
+        SipSettings().auth_max_failures,
+        SipSettings().auth_lockout_s,
+    )
+
+    settings = load_settings(
+        {"TRIAGE_SIP_AUTH_MAX_FAILURES": "3", "TRIAGE_SIP_AUTH_LOCKOUT_S": "900.5"}
+    )
+    sip = sip_settings(settings)
+
+    assert (settings.sip_auth_max_failures, settings.sip_auth_lockout_s) == (3, 900.5)
+    assert (sip.auth_max_failures, sip.auth_lockout_s) == (3, 900.5)
 
 
 def test_load_settings_rejects_unknown_variable_naming_it() -> None:

@@ -37,6 +37,8 @@ def sip_settings(settings: Settings) -> SipSettings:
             max_calls=settings.sip_max_calls,
             allowed_sources=settings.sip_allowed_sources,
             auth=auth,
+            auth_max_failures=settings.sip_auth_max_failures,
+            auth_lockout_s=settings.sip_auth_lockout_s,
         )
     except ValueError as exc:  # names the field; the TRIAGE_SIP_* variables carry them
         raise ConfigError(f"SIP settings (TRIAGE_SIP_*, TRIAGE_RTP_*): {exc}") from None

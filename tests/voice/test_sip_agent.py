@@ -77,9 +77,9 @@ class Phone:
         self._reader = asyncio.create_task(self._read(), name="test-phone")
 
     @classmethod
-    async def open(cls) -> Phone:
+    async def open(cls, host: str = LOOPBACK) -> Phone:
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(_Socket, local_addr=(LOOPBACK, 0))
+        transport, protocol = await loop.create_datagram_endpoint(_Socket, local_addr=(host, 0))
         return cls(transport, protocol)
 
     @property
@@ -955,6 +955,164 @@ async def test_digest_auth_challenges_an_invite_and_accepts_the_right_answer(
         caller.send(caller.invite(f"z9hG4bK-{caller.call_id}-3", cseq=3, extra=right))
         assert await phone.statuses(3) == [100, 180, 200]
         assert agent.stats.rejected == {"auth_challenged": 1, "auth_failed": 1}
+
+
+TRUNK_AUTH = DigestCredentials("triage", "trunk1", "s3cret")
+OTHER_LOOPBACK = "127.0.0.2"  # Linux routes all of 127/8 to lo: a second source address
+
+
+def answer(
+    caller: Caller, challenge: SipResponse, password: str, cseq: int, *, body: bytes | None = None
+) -> bytes:
+    """A new INVITE of the caller's answering the challenge's first ``WWW-Authenticate``."""
+    uri = f"sip:{caller.dialled}@{caller.ua[0]}:{caller.ua[1]}"
+    offered = challenge.headers.get_all("WWW-Authenticate")[0]
+    credentials = (("Authorization", authorization(offered, uri, password)),)
+    return caller.invite(
+        f"z9hG4bK-{caller.call_id}-{cseq}", cseq=cseq, extra=credentials, body=body
+    )
+
+
+async def lock_out(caller: Caller, failures: int) -> tuple[SipResponse, int]:
+    """An INVITE, then ``failures`` wrong answers: the last 401 and the last CSeq used."""
+    caller.send(caller.invite())
+    response = await caller.phone.response()
+    for cseq in range(2, failures + 2):
+        assert response.status == 401
+        caller.send(answer(caller, response, "guess", cseq))
+        response = await caller.phone.response()
+    assert response.status == 401
+    return response, failures + 1
+
+
+async def talk_and_hang_up(agent: SipUserAgent, caller: Caller, cseq: int) -> None:
+    """Read 100, 180, 200 of the INVITE sent with ``cseq``, ACK it, then BYE."""
+    assert await caller.phone.statuses(2) == [100, 180]
+    ok = await caller.phone.response()
+    assert ok.status == 200, ok
+    caller.to_tag = ok.to_addr.tag
+    caller.send(caller.ack(cseq=cseq))
+    started = agent.stats.calls_started
+    await until(agent, lambda s: s.calls_started == started + 1)
+    caller.send(caller.in_dialog("BYE", cseq + 1))
+    assert await caller.phone.statuses(1) == [200]
+
+
+async def test_wrong_digest_answers_in_a_row_lock_the_source_out_even_for_the_right_one(
+    phone: Phone, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(auth=TRUNK_AUTH, auth_max_failures=3) as agent:
+        caller = Caller(phone, agent.local_address)
+        last_challenge, cseq = await lock_out(caller, 3)
+
+        for later in (cseq + 1, cseq + 2):  # the password, with a nonce never used
+            caller.send(answer(caller, last_challenge, "s3cret", later))
+            refused = await phone.response()
+            assert refused.status == 403 and "WWW-Authenticate" not in refused.headers
+        other_port = await Phone.open()  # the same address from another port: still locked
+        try:
+            moved = Caller(other_port, agent.local_address)
+            moved.send(moved.invite())
+            assert await other_port.statuses(1) == [403]
+        finally:
+            await other_port.close()
+
+        assert agent.stats.rejected == {"auth_challenged": 1, "auth_failed": 3, "auth_locked": 3}
+    warnings = [
+        r for r in caplog.records if r.name == "voice.sip.agent" and r.levelname == "WARNING"
+    ]
+    assert len(warnings) == 1, "one warning when the source is locked, none per request"
+    text = warnings[0].getMessage()
+    assert LOOPBACK in text and "locked out" in text
+    assert not any(personal in text for personal in ("3331234567", "Mario", "trunk1"))
+
+
+async def test_challenges_and_stale_nonces_never_lock_a_source_out(phone: Phone) -> None:
+    # Authenticated INVITEs here carry no offer: 488 comes after authentication has passed,
+    # and no call is left to tear down.
+    async with running(auth=TRUNK_AUTH, auth_max_failures=2) as agent:
+        caller = Caller(phone, agent.local_address)
+        for cseq in range(1, 5):
+            caller.send(caller.invite(f"z9hG4bK-{caller.call_id}-{cseq}", cseq=cseq))
+        challenges = [await phone.response() for _ in range(4)]
+        assert [c.status for c in challenges] == [401] * 4
+        caller.send(answer(caller, challenges[-1], "s3cret", 5, body=b""))
+        assert await phone.statuses(1) == [488]
+
+        for cseq in range(6, 9):  # the same answer again: its nonce count is used up
+            caller.send(answer(caller, challenges[-1], "s3cret", cseq, body=b""))
+        stale = [await phone.response() for _ in range(3)]
+        assert [s.status for s in stale] == [401] * 3
+        assert all("stale=true" in (s.headers.get("WWW-Authenticate") or "") for s in stale)
+        caller.send(answer(caller, stale[-1], "s3cret", 9, body=b""))
+        assert await phone.statuses(1) == [488]
+        assert agent.stats.rejected == {"auth_challenged": 7, "no_offer": 2}
+
+
+async def test_a_right_answer_clears_the_wrong_answers_before_it(phone: Phone) -> None:
+    async with running(auth=TRUNK_AUTH, auth_max_failures=2) as agent:
+        caller = Caller(phone, agent.local_address)
+        challenge, cseq = await lock_out(caller, 1)
+        for _ in range(3):
+            caller.send(answer(caller, challenge, "s3cret", cseq + 1, body=b""))
+            assert await phone.statuses(1) == [488]
+            caller.send(answer(caller, challenge, "guess", cseq + 2))
+            challenge = await phone.response()
+            assert challenge.status == 401
+            cseq += 2
+        assert agent.stats.rejected == {"auth_challenged": 1, "auth_failed": 4, "no_offer": 3}
+
+
+async def test_a_locked_out_source_does_not_lock_out_another_address(phone: Phone) -> None:
+    trunk_phone = await Phone.open(OTHER_LOOPBACK)
+    try:
+        async with running(auth=TRUNK_AUTH, auth_max_failures=2) as agent:
+            guesser = Caller(phone, agent.local_address)
+            _, cseq = await lock_out(guesser, 2)
+            guesser.send(guesser.invite(f"z9hG4bK-{guesser.call_id}-locked", cseq=cseq + 1))
+            assert await phone.statuses(1) == [403]
+
+            trunk = Caller(trunk_phone, agent.local_address)
+            trunk.send(trunk.invite())
+            challenge = await trunk_phone.response()
+            assert challenge.status == 401
+            trunk.send(answer(trunk, challenge, "s3cret", 2))
+            await talk_and_hang_up(agent, trunk, 2)
+
+            guesser.send(guesser.invite(f"z9hG4bK-{guesser.call_id}-still", cseq=cseq + 2))
+            assert await phone.statuses(1) == [403]
+            assert agent.stats.rejected["auth_locked"] == 2
+    finally:
+        await trunk_phone.close()
+
+
+async def test_once_the_lockout_is_over_the_right_answer_is_accepted_again(phone: Phone) -> None:
+    async with running(auth=TRUNK_AUTH, auth_max_failures=2, auth_lockout_s=0.3) as agent:
+        caller = Caller(phone, agent.local_address)
+        _, cseq = await lock_out(caller, 2)
+        statuses: list[int] = []
+        async with asyncio.timeout(WAIT_S):  # INVITEs without credentials until challenged
+            while True:
+                cseq += 1
+                caller.send(caller.invite(f"z9hG4bK-{caller.call_id}-{cseq}", cseq=cseq))
+                challenge = await phone.response()
+                statuses.append(challenge.status)
+                if challenge.status != 403:
+                    break
+                await asyncio.sleep(0.05)
+
+        assert statuses[0] == 403 and set(statuses[:-1]) == {403} and statuses[-1] == 401
+        caller.send(answer(caller, challenge, "s3cret", cseq + 1))
+        await talk_and_hang_up(agent, caller, cseq + 1)
+        stats = await until(agent, lambda s: s.calls_ended == 1)
+        assert stats.rejected["auth_locked"] == len(statuses) - 1
+
+
+@pytest.mark.parametrize("name", ["auth_max_failures", "auth_failure_window_s", "auth_lockout_s"])
+def test_sip_settings_refuse_a_lockout_setting_that_is_not_positive(name: str) -> None:
+    options: dict[str, Any] = {name: 0}
+    with pytest.raises(ValueError, match=name):
+        SipSettings(**options)
 
 
 async def test_a_response_nobody_asked_for_is_dropped_and_counted(phone: Phone) -> None:

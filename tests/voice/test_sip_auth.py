@@ -118,19 +118,22 @@ def test_no_credentials_for_our_realm_is_missing() -> None:
     assert authenticator.verify("INVITE", URI, ['Digest realm="triage", x']) is AuthOutcome.MISSING
 
 
-def test_a_forged_nonce_is_invalid() -> None:
+def test_a_nonce_that_is_not_ours_is_stale_with_the_password_and_invalid_without() -> None:
+    # RFC 2617 §3.2.1: stale only for "a valid digest for that nonce"; a nonce from before a
+    # restart must not make a trunk's right answers count as wrong ones (they lock it out).
     authenticator = DigestAuthenticator(CREDENTIALS)
     challenge = authenticator.challenges()[0]
     nonce = challenge_params(challenge)["nonce"]
     issued, random_part, mac = nonce.split(".")
     forged = challenge.replace(nonce, f"{int(issued, 16) + 10**6:x}.{random_part}.{mac}")
-    assert authenticator.verify("INVITE", URI, [client_authorization(forged)]) is (
-        AuthOutcome.INVALID
-    )
     other_process = DigestAuthenticator(CREDENTIALS).challenges()[0]
-    assert authenticator.verify("INVITE", URI, [client_authorization(other_process)]) is (
-        AuthOutcome.INVALID
-    )
+    junk = challenge.replace(nonce, "not-a-nonce-of-ours")
+    for foreign in (forged, other_process, junk):
+        assert authenticator.verify("INVITE", URI, [client_authorization(foreign)]) is (
+            AuthOutcome.STALE
+        )
+        wrong = client_authorization(foreign, password="guess")
+        assert authenticator.verify("INVITE", URI, [wrong]) is AuthOutcome.INVALID
 
 
 def test_an_expired_nonce_is_stale_so_the_client_retries_silently() -> None:

@@ -8,7 +8,8 @@ predicate)`` returns the first snapshot that satisfies ``predicate`` (tests and 
 Receiving a request, in order: the transport drops sources outside ``allowed_sources`` and
 ``blocked_user_agents`` (scanners) silently and answers 400/513 to what it cannot parse;
 retransmissions are answered by their transaction; then ``validate_request`` (405/501 with
-Allow, 420, 415, 416...), the dialog lookup (481), digest authentication (401), the call limit
+Allow, 420, 415, 416...), the dialog lookup (481), digest authentication (401; 403 for a source
+locked out after ``auth_max_failures`` wrong answers, ``voice.sip.throttle``), the call limit
 (503 with Retry-After) and the SDP offer (488). These refusals are stateless (RFC 3261 §8.2.7):
 sent once, no transaction, no retransmission, so a spoofed INVITE is not amplified. Only an
 accepted INVITE gets 100 Trying and becomes a ``CallLeg`` (``voice.sip.leg``): 180, RTP, 200,
@@ -43,6 +44,12 @@ from voice.sip.message import SipRequest, SipResponse, new_branch, new_tag
 from voice.sip.offer_answer import DEFAULT_CODECS, answer_offer, negotiated_media
 from voice.sip.response import make_response
 from voice.sip.sdp import parse_sdp
+from voice.sip.throttle import (
+    DEFAULT_FAILURE_WINDOW_S,
+    DEFAULT_LOCKOUT_S,
+    DEFAULT_MAX_FAILURES,
+    FailureThrottle,
+)
 from voice.sip.transaction import (
     Address,
     AnyServerTransaction,
@@ -101,6 +108,10 @@ class SipSettings:
     max_calls: int = 50
     allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send us SIP; empty: any
     auth: DigestCredentials | None = None  # challenge INVITEs with digest authentication
+    # this many wrong digest answers from one IP within the window lock it out (403) a while
+    auth_max_failures: int = DEFAULT_MAX_FAILURES
+    auth_failure_window_s: float = DEFAULT_FAILURE_WINDOW_S
+    auth_lockout_s: float = DEFAULT_LOCKOUT_S
     blocked_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS  # substrings, any case
     timers: SipTimers = field(default_factory=SipTimers)
     ring_s: float = 0.0  # how long to ring (180) before answering
@@ -122,6 +133,10 @@ class SipSettings:
             raise ValueError("rtp_port_min..rtp_port_max must be an even start within 1..65535")
         if self.max_calls < 1:
             raise ValueError("max_calls must be at least 1")
+        if self.auth_max_failures < 1:
+            raise ValueError("auth_max_failures must be at least 1")
+        if not (self.auth_failure_window_s > 0 and self.auth_lockout_s > 0):
+            raise ValueError("auth_failure_window_s and auth_lockout_s must be > 0")
         parse_networks(self.allowed_sources)
         if self.ring_s < 0 or self.transfer_timeout_s <= 0 or self.retry_after_s < 0:
             raise ValueError("ring_s, retry_after_s must be >= 0 and transfer_timeout_s > 0")
@@ -183,6 +198,9 @@ class SipUserAgent:
         self._transport: SipTransport | None = None
         self._authenticator = (
             DigestAuthenticator(settings.auth) if settings.auth is not None else None
+        )
+        self._auth_throttle = FailureThrottle(
+            settings.auth_max_failures, settings.auth_failure_window_s, settings.auth_lockout_s
         )
         self._blocked = tuple(agent.lower() for agent in settings.blocked_user_agents)
         self._counters = _Counters()
@@ -450,7 +468,7 @@ class SipUserAgent:
             self._counters.rejected["merged"] += 1
             self._reply(None, request, source, 482, "Loop Detected")
             return
-        refusal = self._refusal(request)
+        refusal = self._refusal(request, source)
         if refusal is not None:
             reason, status, headers = refusal
             self._counters.rejected[reason] += 1
@@ -494,14 +512,32 @@ class SipUserAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _refusal(self, request: SipRequest) -> tuple[str, int, list[tuple[str, str]]] | None:
+    def _refusal(
+        self, request: SipRequest, source: Address
+    ) -> tuple[str, int, list[tuple[str, str]]] | None:
         """Why a new INVITE cannot be answered: (counter, status, extra headers), or None."""
         if self._closing:
             return "shutting_down", 503, self.headers_for(503)
         if self._authenticator is not None:
+            source_ip = source[0]
+            if self._auth_throttle.locked(source_ip):
+                return "auth_locked", 403, []  # not checked: a guess in a lockout learns nothing
             outcome = self._authenticator.verify(
                 request.method, request.uri, request.headers.get_all("Authorization")
             )
+            # MISSING and STALE are the normal challenge exchange; only a wrong answer counts.
+            if outcome is AuthOutcome.OK:
+                self._auth_throttle.record_success(source_ip)
+            elif outcome is AuthOutcome.INVALID and self._auth_throttle.record_failure(source_ip):
+                log.warning(
+                    "SIP source %s locked out after repeated digest authentication failures",
+                    source_ip,
+                    extra={
+                        "failures": self.settings.auth_max_failures,
+                        "window_s": self.settings.auth_failure_window_s,
+                        "lockout_s": self.settings.auth_lockout_s,
+                    },
+                )
             if outcome is not AuthOutcome.OK:
                 challenges = self._authenticator.challenges(stale=outcome is AuthOutcome.STALE)
                 counter = "auth_failed" if outcome is AuthOutcome.INVALID else "auth_challenged"

@@ -169,7 +169,6 @@ class DigestAuthenticator:
             or not hmac.compare_digest(
                 params.get("username", "").encode(), self.credentials.username.encode()
             )
-            or not self._authentic(nonce)
         ):
             return AuthOutcome.INVALID
         expected = digest_response(
@@ -184,6 +183,10 @@ class DigestAuthenticator:
         )
         if not hmac.compare_digest(params.get("response", "").lower().encode(), expected.encode()):
             return AuthOutcome.INVALID
+        # A right answer to a nonce that is not ours (issued before a restart, or made up by
+        # someone who knows the password) is stale, not wrong: RFC 2617 §3.2.1.
+        if not self._authentic(nonce):
+            return AuthOutcome.STALE
         if self._expired(nonce) or not self._count(nonce, params.get("nc") if qop else None):
             return AuthOutcome.STALE
         return AuthOutcome.OK
