@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from voice.asr.fake import FakeRecognizer  # noqa: E402
 from voice.call import CallEngines, CallSettings  # noqa: E402
 from voice.fake_brain import FakeBrain  # noqa: E402
-from voice.sip.agent import SipSettings, SipUserAgent  # noqa: E402
+from voice.sip.agent import SipUserAgent  # noqa: E402
+from voice.sip.settings import SipSettings  # noqa: E402
 from voice.tts.fake import FakeSynthesizer  # noqa: E402
 
 LOOPBACK = "127.0.0.1"

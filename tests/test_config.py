@@ -10,7 +10,7 @@ import pytest
 from bot.config import PROJECT_ROOT, Settings, load_settings
 from bot.errors import ConfigError
 from bot.phone.line import sip_settings
-from voice.sip.agent import SipSettings
+from voice.sip.settings import SipSettings
 
 
 def test_load_settings_uses_defaults_with_an_empty_environment() -> None:

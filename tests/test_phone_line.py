@@ -32,8 +32,9 @@ from tests.voice.test_sipp import run_sipp
 from voice.asr.models import packaged_model_path
 from voice.brain import BrainReply, CallContext, DigitRequest
 from voice.rtp.session import G711Codec, RtpSession
-from voice.sip.agent import SipSettings, SipUserAgent
+from voice.sip.agent import SipUserAgent
 from voice.sip.sdp import parse_sdp
+from voice.sip.settings import SipSettings
 
 pytestmark = [pytest.mark.rasa, pytest.mark.speech]
 

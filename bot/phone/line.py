@@ -13,8 +13,9 @@ from bot.errors import ConfigError
 from bot.phone.brain import PhoneBrain
 from bot.phone.engines import open_call_engines
 from bot.phone.lines import load_phone_lines
-from voice.sip.agent import SipSettings, SipUserAgent
+from voice.sip.agent import SipUserAgent
 from voice.sip.auth import DigestCredentials
+from voice.sip.settings import SipSettings
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,14 @@ from voice.brain import BrainReply, Transfer
 from voice.call import CallEngines, CallSettings
 from voice.errors import SipParseError
 from voice.fake_brain import FakeBrain
-from voice.sip.agent import SipSettings, SipStats, SipUserAgent
+from voice.sip.agent import SipUserAgent
 from voice.sip.auth import DigestCredentials
 from voice.sip.leg import CallLeg, CallRecord
 from voice.sip.message import MAX_MESSAGE_BYTES, SipRequest, SipResponse, parse_message
 from voice.sip.sdp import media_direction, parse_sdp
-from voice.sip.transaction import SipTimers
+from voice.sip.settings import SipSettings
+from voice.sip.stats import SipStats
+from voice.sip.timers import SipTimers
 from voice.tts.fake import FakeSynthesizer
 
 LOOPBACK = "127.0.0.1"

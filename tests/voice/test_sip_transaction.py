@@ -15,20 +15,10 @@ import pytest
 
 from voice.sip.message import SipRequest, SipResponse, parse_message
 from voice.sip.response import make_response
-from voice.sip.transaction import (
-    MAX_LINGERING,
-    T1_S,
-    T2_S,
-    T4_S,
-    TIMEOUT_T1_MULTIPLE,
-    ClientState,
-    InviteServerState,
-    ServerState,
-    SipTimers,
-    TransactionLayer,
-    client_key,
-    server_key,
-)
+from voice.sip.timers import T1_S, T2_S, T4_S, TIMEOUT_T1_MULTIPLE, SipTimers
+from voice.sip.transaction import ClientState, InviteServerState, ServerState
+from voice.sip.transaction_keys import client_key, server_key
+from voice.sip.transaction_layer import MAX_LINGERING, TransactionLayer
 
 TIMERS = SipTimers().scaled(0.02)  # T1 10 ms, T2 80 ms, T4 100 ms, 64*T1 640 ms
 PEER = ("127.0.0.1", 5062)

@@ -32,9 +32,11 @@ from voice.asr.fake import FakeRecognizer
 from voice.brain import BrainReply
 from voice.call import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
-from voice.sip.agent import SipSettings, SipStats, SipUserAgent
+from voice.sip.agent import SipUserAgent
 from voice.sip.leg import CallRecord
-from voice.sip.transaction import SipTimers
+from voice.sip.settings import SipSettings
+from voice.sip.stats import SipStats
+from voice.sip.timers import SipTimers
 from voice.tts.fake import MS_PER_CHARACTER, FakeSynthesizer
 
 LOOPBACK = "127.0.0.1"

@@ -24,167 +24,49 @@ No caller numbers, URIs or digits go into log text; they go, if anywhere, into `
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
-from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from collections import deque
+from collections.abc import Callable
 from typing import Final, Self
 
 from voice.brain import CallContext
 from voice.call import CallEngines
 from voice.errors import SdpError, SipParseError
-from voice.sip.auth import AuthOutcome, DigestAuthenticator, DigestCredentials
-from voice.sip.dialog import Dialog, DialogKey
-from voice.sip.fields import Via, parse_name_addr
+from voice.sip.auth import AuthOutcome, DigestAuthenticator
+from voice.sip.capabilities import (
+    ALLOWED_METHODS,
+    CONTENT_TYPES,
+    SUPPORTED_EXTENSIONS,
+    capability_headers,
+    refusal_headers,
+)
+from voice.sip.dialog import Dialog
+from voice.sip.fields import Via
 from voice.sip.leg import CallLeg, CallRecord
+from voice.sip.leg_table import LegTable
 from voice.sip.message import SipRequest, SipResponse, new_branch, new_tag
 from voice.sip.offer_answer import DEFAULT_CODECS, answer_offer, negotiated_media
+from voice.sip.parties import caller, dialled
 from voice.sip.response import make_response
 from voice.sip.sdp import parse_sdp
-from voice.sip.throttle import (
-    DEFAULT_FAILURE_WINDOW_S,
-    DEFAULT_LOCKOUT_S,
-    DEFAULT_MAX_FAILURES,
-    FailureThrottle,
-)
+from voice.sip.settings import CLOSE_GRACE_S, SipSettings
+from voice.sip.stats import SipCounters, SipStats, StatsWaiters
+from voice.sip.throttle import FailureThrottle
 from voice.sip.transaction import (
     Address,
     AnyServerTransaction,
     InviteServerTransaction,
     ServerTransaction,
-    SipTimers,
-    TransactionLayer,
 )
+from voice.sip.transaction_layer import TransactionLayer
 from voice.sip.transport import SipTransport, TransportStats, parse_networks
-from voice.sip.uri import parse_uri
-from voice.sip.validation import (
-    DEFAULT_METHODS,
-    SDP_MEDIA_TYPE,
-    unsupported_extensions,
-    validate_request,
-)
+from voice.sip.validation import SDP_MEDIA_TYPE, validate_request
 
 log = logging.getLogger(__name__)
 
-SCANNER_USER_AGENTS: Final = (
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli",
-    "sip-scan",
-    "VaxSIPUserAgent",
-    "pplsip",
-    "iWar",
-    "sundayddr",
-)
-ALLOWED_METHODS: Final = DEFAULT_METHODS
-# Bodies we read: SDP, the sipfrag of REFER NOTIFYs, DTMF of INFO (answered, not interpreted).
-CONTENT_TYPES: Final = (
-    SDP_MEDIA_TYPE,
-    "message/sipfrag",
-    "application/dtmf-relay",
-    "application/dtmf",
-)
-SUPPORTED_EXTENSIONS: Final[tuple[str, ...]] = ()  # no option tags: Require gets 420
-DEFAULT_RETRY_AFTER_S: Final = 30
-DEFAULT_TRANSFER_TIMEOUT_S: Final = 30.0
-CLOSE_GRACE_S: Final = 5.0  # how long close() lets calls send their BYE before cancelling
 RECENT_CALLS: Final = 256
 _PLACEHOLDER_RTP_PORT: Final = 9  # for the trial answer that picks the codec before RTP opens
-_ANONYMOUS: Final = "anonymous"
-
-
-@dataclass(frozen=True, slots=True)
-class SipSettings:
-    """The user agent's configuration; ``ValueError`` names a bad field."""
-
-    host: str = "127.0.0.1"  # the IP literal the SIP and RTP sockets bind
-    port: int = 5060  # 0: any free port (tests)
-    advertised_host: str | None = None  # the IP in Contact, Via and SDP; default ``host``
-    rtp_port_min: int = 40000
-    rtp_port_max: int = 40998
-    max_calls: int = 50
-    allowed_sources: tuple[str, ...] = ()  # CIDRs allowed to send us SIP; empty: any
-    auth: DigestCredentials | None = None  # challenge INVITEs with digest authentication
-    # this many wrong digest answers from one IP within the window lock it out (403) a while
-    auth_max_failures: int = DEFAULT_MAX_FAILURES
-    auth_failure_window_s: float = DEFAULT_FAILURE_WINDOW_S
-    auth_lockout_s: float = DEFAULT_LOCKOUT_S
-    blocked_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS  # substrings, any case
-    timers: SipTimers = field(default_factory=SipTimers)
-    ring_s: float = 0.0  # how long to ring (180) before answering
-    transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S  # REFER to the final NOTIFY
-    retry_after_s: int = DEFAULT_RETRY_AFTER_S  # in 503s at the call limit
-    contact_user: str = "triage"
-    # closing down between a 200 and its ACK: how long to wait for the ACK, to send the BYE
-    answered_shutdown_wait_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        host = _ip("host", self.host)
-        if self.advertised_host is not None:
-            _ip("advertised_host", self.advertised_host)
-        elif host.is_unspecified:
-            raise ValueError("advertised_host is required when host is a wildcard address")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is outside 0..65535")
-        if self.rtp_port_min % 2 or not 0 < self.rtp_port_min <= self.rtp_port_max <= 65535:
-            raise ValueError("rtp_port_min..rtp_port_max must be an even start within 1..65535")
-        if self.max_calls < 1:
-            raise ValueError("max_calls must be at least 1")
-        if self.auth_max_failures < 1:
-            raise ValueError("auth_max_failures must be at least 1")
-        if not (self.auth_failure_window_s > 0 and self.auth_lockout_s > 0):
-            raise ValueError("auth_failure_window_s and auth_lockout_s must be > 0")
-        parse_networks(self.allowed_sources)
-        if self.ring_s < 0 or self.transfer_timeout_s <= 0 or self.retry_after_s < 0:
-            raise ValueError("ring_s, retry_after_s must be >= 0 and transfer_timeout_s > 0")
-        if not 0 <= self.answered_shutdown_wait_s <= CLOSE_GRACE_S:
-            raise ValueError(f"answered_shutdown_wait_s must be in 0..{CLOSE_GRACE_S} s")
-        if not self.contact_user.isalnum():
-            raise ValueError("contact_user must be alphanumeric")
-
-    @property
-    def contact_host(self) -> str:
-        """The IP address peers reach us at."""
-        return self.advertised_host or self.host
-
-
-@dataclass(frozen=True, slots=True)
-class SipStats:
-    """A snapshot of the user agent's counters."""
-
-    calls_started: int  # Calls run (ACK received)
-    calls_ended: int
-    active_calls: int  # legs from INVITE accepted to dialog ended
-    end_reasons: Mapping[str, int]
-    rejected: Mapping[str, int]  # requests refused or dropped, by reason
-    cancelled: int
-    ack_timeouts: int
-    byes_sent: int
-    malformed: int  # datagrams that did not parse (dropped or answered 400)
-    unexpected_responses: int
-    stray_acks: int
-    retransmissions_absorbed: int
-    transport: TransportStats
-
-
-@dataclass(slots=True)
-class _Counters:
-    calls_started: int = 0
-    calls_ended: int = 0
-    cancelled: int = 0
-    ack_timeouts: int = 0
-    byes_sent: int = 0
-    unexpected_responses: int = 0
-    stray_acks: int = 0
-    end_reasons: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-
-
-_Waiter = tuple[Callable[[SipStats], bool], asyncio.Future[SipStats]]
-_Origin = tuple[str, str, int]  # Call-ID, From tag, CSeq of a dialog-creating INVITE
 
 
 class SipUserAgent:
@@ -203,12 +85,10 @@ class SipUserAgent:
             settings.auth_max_failures, settings.auth_failure_window_s, settings.auth_lockout_s
         )
         self._blocked = tuple(agent.lower() for agent in settings.blocked_user_agents)
-        self._counters = _Counters()
-        self._legs: dict[DialogKey, CallLeg] = {}
-        self._legs_by_invite: dict[InviteServerTransaction, CallLeg] = {}
-        self._legs_by_origin: dict[_Origin, CallLeg] = {}
+        self._counters = SipCounters()
+        self._legs = LegTable()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiters: list[_Waiter] = []
+        self._waiters = StatsWaiters(lambda: self.stats)
         self._closing = False
         self._via_host = _uri_host(settings.contact_host)
         self._via_port = 0
@@ -236,46 +116,22 @@ class SipUserAgent:
 
     @property
     def stats(self) -> SipStats:
-        counters = self._counters
-        transport = self._transport.stats if self._transport else TransportStats()
-        rejected = Counter(counters.rejected)
-        if transport.filtered:
-            rejected["source_not_allowed"] = transport.filtered
-        return SipStats(
-            calls_started=counters.calls_started,
-            calls_ended=counters.calls_ended,
+        return self._counters.snapshot(
             active_calls=len(self._legs),
-            end_reasons=MappingProxyType(dict(counters.end_reasons)),
-            rejected=MappingProxyType(dict(rejected)),
-            cancelled=counters.cancelled,
-            ack_timeouts=counters.ack_timeouts,
-            byes_sent=counters.byes_sent,
-            malformed=transport.malformed + transport.bad_requests + transport.oversized,
-            unexpected_responses=counters.unexpected_responses,
-            stray_acks=counters.stray_acks,
+            transport=self._transport.stats if self._transport else TransportStats(),
             retransmissions_absorbed=self.transactions.stats.retransmissions_absorbed,
-            transport=replace(transport),
         )
 
     async def wait_for(self, predicate: Callable[[SipStats], bool]) -> SipStats:
         """The first stats snapshot for which ``predicate`` holds (bound it with a timeout)."""
-        stats = self.stats
-        if predicate(stats):
-            return stats
-        future: asyncio.Future[SipStats] = asyncio.get_running_loop().create_future()
-        waiter = (predicate, future)
-        self._waiters.append(waiter)
-        try:
-            return await future
-        finally:
-            self._waiters.remove(waiter)
+        return await self._waiters.wait_for(predicate)
 
     async def close(self) -> None:
         """End every call (BYE in confirmed dialogs), cancel and await every task, unbind."""
         if self._closing:
             return
         self._closing = True
-        for leg in list(self._legs.values()):
+        for leg in self._legs.legs():
             leg.shutdown()
         if self._tasks:
             # time for the BYEs, and before them for an ACK still on its way to our 200
@@ -303,22 +159,18 @@ class SipUserAgent:
         """Extra headers of our responses: capabilities on 2xx, Retry-After on 503."""
         if status == 503:
             return [("Retry-After", str(self.settings.retry_after_s))]
-        headers = [("Allow", ", ".join(ALLOWED_METHODS))]
-        headers.append(("Supported", ", ".join(SUPPORTED_EXTENSIONS)))
-        return headers
+        return capability_headers()
 
     def call_started(self, leg: CallLeg) -> None:
         self._counters.calls_started += 1
         log.info("call answered", extra={"call_id": leg.context.call_id})
-        self._changed()
+        self._waiters.changed()
 
     def bye_sent(self, leg: CallLeg) -> None:
         self._counters.byes_sent += 1
 
     def leg_finished(self, leg: CallLeg, record: CallRecord) -> None:
-        self._legs.pop(leg.dialog.key, None)
-        self._legs_by_invite.pop(leg.invite, None)
-        self._legs_by_origin.pop(_origin(leg.invite.request), None)
+        self._legs.remove(leg)
         counters = self._counters
         if record.talked:
             counters.calls_ended += 1
@@ -331,7 +183,7 @@ class SipUserAgent:
         elif record.reason == "rtp_ports":
             counters.rejected["rtp_ports"] += 1
         self.recent_calls.append(record)
-        self._changed()
+        self._waiters.changed()
 
     # --- Receiving
 
@@ -356,14 +208,13 @@ class SipUserAgent:
                 self._counters.unexpected_responses += 1
         else:
             self._on_request(message, source)
-        if self._waiters:
-            self._changed()
+        self._waiters.changed()
 
     def _on_request(self, request: SipRequest, source: Address) -> None:
         if self.transactions.absorb(request):
             return
         if request.method == "ACK":
-            leg = self._leg_of(request)
+            leg = self._legs.for_request(request)
             if leg is None or not leg.receive_ack(request):
                 self._counters.stray_acks += 1
             return
@@ -376,7 +227,7 @@ class SipUserAgent:
         if problem is not None:
             status, reason = problem
             self._counters.rejected["invalid"] += 1
-            self._reply(None, request, source, status, reason, _problem_headers(request, status))
+            self._reply(None, request, source, status, reason, refusal_headers(request, status))
             return
         opened: list[AnyServerTransaction] = []
         try:
@@ -424,7 +275,7 @@ class SipUserAgent:
         if method == "INVITE" and request.to_addr.tag is None:
             self._on_new_invite(request, source, stateful)
             return
-        leg = self._leg_of(request)
+        leg = self._legs.for_request(request)
         if leg is None:
             self._counters.rejected["unknown_dialog"] += 1
             self._reply(None, request, source, 481)
@@ -453,7 +304,7 @@ class SipUserAgent:
             self._counters.rejected["unknown_transaction"] += 1
             self._reply(None, cancel, source, 481)
             return
-        leg = self._legs_by_invite.get(invite)
+        leg = self._legs.for_invite(invite)
         to_tag = leg.dialog.local_tag if leg is not None else None
         self._reply(stateful(), cancel, source, 200, to_tag=to_tag)
         if leg is not None:
@@ -462,8 +313,7 @@ class SipUserAgent:
     def _on_new_invite(
         self, request: SipRequest, source: Address, stateful: Callable[[], AnyServerTransaction]
     ) -> None:
-        origin = _origin(request)
-        if origin in self._legs_by_origin:
+        if self._legs.has_origin(request):
             # The same INVITE by another path (a new branch: not a retransmission), §8.2.2.2.
             self._counters.rejected["merged"] += 1
             self._reply(None, request, source, 482, "Loop Detected")
@@ -498,15 +348,13 @@ class SipUserAgent:
             return
         context = CallContext(
             call_id=secrets.token_hex(8),
-            caller=_caller(request, trust_pai=bool(self.settings.allowed_sources)),
-            dialled=_dialled(request),
+            caller=caller(request, trust_pai=bool(self.settings.allowed_sources)),
+            dialled=dialled(request),
         )
         transaction = stateful()  # the INVITE will be answered: 100 Trying now
         assert isinstance(transaction, InviteServerTransaction)
         leg = CallLeg(self, transaction, dialog, offer, media, context)
-        self._legs[dialog.key] = leg
-        self._legs_by_invite[transaction] = leg
-        self._legs_by_origin[origin] = leg
+        self._legs.add(leg)
         leg.ring()
         task = asyncio.create_task(leg.run(), name="sip-call-leg")
         self._tasks.add(task)
@@ -566,68 +414,6 @@ class SipUserAgent:
             self._send(response, source)
         else:
             transaction.respond(response)
-
-    def _leg_of(self, request: SipRequest) -> CallLeg | None:
-        try:
-            key = (request.call_id, request.to_addr.tag or "", request.from_addr.tag or "")
-        except SipParseError:
-            return None
-        return self._legs.get(key)
-
-    def _changed(self) -> None:
-        if not self._waiters:
-            return
-        stats = self.stats
-        for predicate, future in self._waiters:
-            if not future.done() and predicate(stats):
-                future.set_result(stats)
-
-
-def _origin(invite: SipRequest) -> _Origin:
-    return (invite.call_id, invite.from_addr.tag or "", invite.cseq.number)
-
-
-def _caller(request: SipRequest, *, trust_pai: bool) -> str | None:
-    """The caller's number or user: P-Asserted-Identity first if ``trust_pai``, then From.
-
-    PAI is only believed from a trust domain (RFC 3325 §5): here, a source that passed the
-    ``allowed_sources`` list (a known trunk). From is never verified: the brain takes it as a hint.
-    """
-    identities = request.headers.get_all("P-Asserted-Identity") if trust_pai else []
-    candidates = [*identities[:1], request.headers.get("From") or ""]
-    for value in candidates:
-        try:
-            user = parse_uri(parse_name_addr(value).uri).user
-        except SipParseError:
-            continue
-        if user and user.lower() != _ANONYMOUS:
-            return user
-    return None
-
-
-def _problem_headers(request: SipRequest, status: int) -> list[tuple[str, str]]:
-    """What a refusal from ``validate_request`` must carry (RFC 3261 §8.2.1-§8.2.3)."""
-    if status in (405, 501):
-        return [("Allow", ", ".join(ALLOWED_METHODS))]
-    if status == 415:
-        return [("Accept", ", ".join(CONTENT_TYPES))]
-    if status == 420:
-        return [("Unsupported", tag) for tag in unsupported_extensions(request, ())]
-    return []
-
-
-def _dialled(request: SipRequest) -> str | None:
-    try:
-        return parse_uri(request.uri).user
-    except SipParseError:
-        return None
-
-
-def _ip(name: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an IP address (no DNS on the call path)") from None
 
 
 def _uri_host(ip: str) -> str:

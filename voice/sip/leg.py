@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from voice.brain import CallContext, Transfer
 from voice.call import Call, CallEngines
@@ -41,12 +41,10 @@ from voice.sip.refer import (
 )
 from voice.sip.response import make_response
 from voice.sip.sdp import SessionDescription, parse_sdp, serialize_sdp
+from voice.sip.settings import SipSettings
 from voice.sip.transaction import Address, InviteServerTransaction, ServerTransaction
+from voice.sip.transaction_layer import TransactionLayer
 from voice.sip.validation import SDP_MEDIA_TYPE
-
-if TYPE_CHECKING:
-    from voice.sip.agent import SipSettings
-    from voice.sip.transaction import TransactionLayer
 
 log = logging.getLogger(__name__)
 
