@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from voice.asr.base import AsrEvent, AsrFinal, AsrPartial, SpeechStarted
 from voice.asr.fake import FakeRecognizer
@@ -17,7 +18,13 @@ from voice.rtp.session import RtpSession
 from voice.tts.fake import FakeSynthesizer
 
 FAST = CallSettings(no_input_timeout_s=0.5, barge_in_min_speech_ms=200, inter_digit_timeout_s=0.4)
-PORTS = {"rtp_port_min": 42000, "rtp_port_max": 42998, "host": "127.0.0.1"}
+class _Ports(TypedDict):
+    rtp_port_min: int
+    rtp_port_max: int
+    host: str
+
+
+PORTS: _Ports = {"rtp_port_min": 42000, "rtp_port_max": 42998, "host": "127.0.0.1"}
 
 
 @dataclass
@@ -139,7 +146,7 @@ async def test_a_lone_zero_keyed_for_a_value_still_asks_for_a_person() -> None:
 
 async def test_speaking_over_a_prompt_stops_it_but_a_backchannel_does_not() -> None:
     long_prompt = BrainReply("it", ("Benvenuto " * 20,))  # 12 s of tone
-    script = [
+    script: list[list[AsrEvent]] = [
         *quiet(5),
         [SpeechStarted(), AsrPartial("mhm")],
         *quiet(8),

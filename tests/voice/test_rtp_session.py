@@ -1,4 +1,5 @@
-"""The RTP session over real UDP on loopback, against a small peer socket of the test's own."""
+"""The RTP session over real UDP on loopback, against a small peer socket of the test's own
+(for RTCP, a pair of them: the peer's RTP port and the RTCP port above it), or another session."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,21 @@ from voice import audio
 from voice.errors import RtpPortsExhausted
 from voice.rtp.events import DtmfDetector, DtmfDigit, dtmf_packets, parse_telephone_event
 from voice.rtp.packet import RtpPacket, parse_rtp, serialize_rtp
-from voice.rtp.session import FRAME_BYTES, RECEIVE_FILL_AFTER_S, G711Codec, RtpSession
+from voice.rtp.playback import FRAME_BYTES
+from voice.rtp.rtcp import (
+    Goodbye,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    SdesChunk,
+    SenderReport,
+    SourceDescription,
+    ntp_short,
+    parse_rtcp,
+    serialize_rtcp,
+    short_units,
+)
+from voice.rtp.session import RECEIVE_FILL_AFTER_S, G711Codec, RtpSession
 
 LOOPBACK = "127.0.0.1"
 PORT_MIN = 42000
@@ -140,14 +155,18 @@ def _bind(port: int) -> socket.socket:
 
 @contextlib.contextmanager
 def _busy_ports(*offsets: int) -> Iterator[int]:
-    """Find an even base port whose base+offsets (and the gaps) are free; hold base+offsets."""
+    """Find an even base port whose base+offsets (and every port up to the RTP/RTCP pair after
+    them) are free; hold base+offsets."""
     for base in range(43000, 44000, 8):
+        probes: list[socket.socket] = []
         try:
-            probes = [_bind(base + k) for k in range(0, max(offsets) + 1, 2)]
+            for k in range(max(offsets) + 4):
+                probes.append(_bind(base + k))
         except OSError:
             continue
-        for sock in probes:
-            sock.close()
+        finally:
+            for sock in probes:
+                sock.close()
         held = [_bind(base + k) for k in offsets]
         try:
             yield base
@@ -170,6 +189,19 @@ async def test_open_binds_a_free_even_port_skipping_busy_ones() -> None:
             assert session.local_address == (LOOPBACK, base + 2)
         finally:
             await session.close()
+
+
+async def test_open_skips_an_even_port_whose_rtcp_port_is_busy() -> None:
+    with _busy_ports(1) as base:
+        for _ in range(8):  # the search starts at a random port: most runs try base first
+            session = await RtpSession.open(
+                rtp_port_min=base, rtp_port_max=base + 2, host=LOOPBACK, remote=None
+            )
+            try:
+                assert session.local_address == (LOOPBACK, base + 2)
+            finally:
+                await session.close()
+            _bind(base).close()  # an RTP port bound while its RTCP port was busy is given back
 
 
 async def test_open_raises_retryable_error_when_every_port_is_busy() -> None:
@@ -631,3 +663,354 @@ async def test_only_latch_hosts_can_take_the_media(peer: Peer, allowed: str, lat
         assert session.audio.empty() is not latches
     finally:
         await session.close()
+
+
+# --- Control (RTCP)
+
+RTCP_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRtcp:
+    packets: tuple[RtcpPacket, ...]
+    source: tuple[str, int]
+    at: float
+
+    def blocks_about(self, ssrc: int) -> list[ReportBlock]:
+        return [
+            block
+            for packet in self.packets
+            if isinstance(packet, SenderReport | ReceiverReport)
+            for block in packet.reports
+            if block.ssrc == ssrc
+        ]
+
+
+class ControlPeer(asyncio.DatagramProtocol):
+    """The far end's RTCP socket: it keeps what arrives, parsed only when the test reads it, so
+    that a malformed report of ours fails the test where it is read."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[tuple[bytes, tuple[str, int], float]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = asyncio.get_running_loop().time()
+        self.received.put_nowait((data, (addr[0], addr[1]), now))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def send(self, packets: list[RtcpPacket], to: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(serialize_rtcp(packets), to)
+
+    async def recv(self, within_s: float = RECV_TIMEOUT_S) -> ReceivedRtcp:
+        data, source, at = await asyncio.wait_for(self.received.get(), within_s)
+        return ReceivedRtcp(parse_rtcp(data), source, at)
+
+    async def recv_sender_report(self) -> tuple[SenderReport, ReceivedRtcp]:
+        while True:
+            received = await self.recv()
+            if isinstance(received.packets[0], SenderReport):
+                return received.packets[0], received
+
+
+@dataclass
+class PeerPair:
+    """A peer with an even RTP port and its RTCP socket on the port above, as RFC 3550 has it."""
+
+    rtp: Peer
+    rtcp: ControlPeer
+
+    def close(self) -> None:
+        for transport in (self.rtp.transport, self.rtcp.transport):
+            assert transport is not None
+            transport.close()
+
+
+def _free_pair() -> tuple[socket.socket, socket.socket]:
+    for _ in range(100):
+        rtp = _bind(0)
+        port = rtp.getsockname()[1]
+        if port % 2 == 0 and port < 65535:
+            try:
+                return rtp, _bind(port + 1)
+            except OSError:
+                pass
+        rtp.close()
+    pytest.fail("no free even/odd UDP port pair on loopback")
+
+
+async def _open_control_peer(sock: socket.socket | None = None) -> ControlPeer:
+    loop = asyncio.get_running_loop()
+    if sock is None:
+        sock = _bind(0)
+    transport, control = await loop.create_datagram_endpoint(ControlPeer, sock=sock)
+    control.transport = transport
+    return control
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[PeerPair]:
+    rtp_sock, rtcp_sock = _free_pair()
+    loop = asyncio.get_running_loop()
+    rtp_transport, rtp = await loop.create_datagram_endpoint(Peer, sock=rtp_sock)
+    rtp.transport = rtp_transport
+    peer = PeerPair(rtp, await _open_control_peer(rtcp_sock))
+    yield peer
+    peer.close()
+
+
+@contextlib.asynccontextmanager
+async def _reporting_session(remote: tuple[str, int] | None) -> AsyncIterator[RtpSession]:
+    session = await RtpSession.open(
+        rtp_port_min=PORT_MIN,
+        rtp_port_max=PORT_MAX,
+        host=LOOPBACK,
+        remote=remote,
+        rtcp_interval_s=RTCP_INTERVAL_S,
+    )
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def _rtcp_address(session: RtpSession) -> tuple[str, int]:
+    host, port = session.local_address
+    return host, port + 1
+
+
+async def _until(what: str, condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {within_s} s")
+        await asyncio.sleep(0.01)
+
+
+async def test_two_sessions_report_to_each_other_and_measure_the_round_trip() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with _reporting_session(None) as a, _reporting_session(a.local_address) as b:
+        a.set_remote(b.local_address)
+
+        def both_measured() -> bool:
+            reports = (a.remote_report, b.remote_report)
+            return all(r is not None and r.round_trip_s is not None for r in reports)
+
+        await _until("both round trips measured", both_measured)
+        elapsed = loop.time() - started
+
+        for us, them in ((a, b), (b, a)):
+            report, sender = us.remote_report, us.remote_sender_report
+            assert report is not None and sender is not None
+            assert sender.ssrc == them.ssrc
+            assert 0 < sender.packet_count <= them.stats.sent
+            assert (report.cumulative_lost, report.fraction_lost) == (0, 0.0)
+            assert report.round_trip_s is not None and 0 <= report.round_trip_s < elapsed
+            assert us.stats.rtcp_received >= 1 and us.stats.rtcp_malformed == 0
+            assert us.reception is not None and us.reception.ssrc == them.ssrc
+
+        await a.close()  # its last report carries the final counts, with a BYE
+        await _until("a's BYE seen", lambda: b.stats.rtcp_byes_received == 1)
+
+        final = b.remote_sender_report
+        assert final is not None
+        assert final.packet_count == a.stats.sent
+        assert final.octet_count == a.stats.sent * 160  # silence frames: 160 bytes each
+        assert b.reception is not None and b.reception.received == a.stats.sent
+
+
+async def test_sender_report_counts_and_timestamps_match_the_rtp_sent(pair: PeerPair) -> None:
+    async with _reporting_session(pair.rtp.address) as session:
+        first = await pair.rtp.recv()
+        report, received = await pair.rtcp.recv_sender_report()
+        await asyncio.sleep(0.1)  # every packet the report counts has surely arrived
+        got = [first, *[pair.rtp.received.get_nowait() for _ in range(pair.rtp.received.qsize())]]
+
+    assert report.ssrc == session.ssrc
+    assert received.source == _rtcp_address(session)
+    by_offset = {(r.packet.sequence - first.packet.sequence) % 65536: r.packet for r in got}
+    last_counted = by_offset[report.packet_count - 1]
+    assert report.octet_count == 160 * report.packet_count
+    # The report's RTP timestamp is the media clock when it was written, just after the last
+    # packet it counts was sent: the same clock, in the same units (a second is 8000).
+    assert 0 <= (report.rtp_timestamp - last_counted.timestamp) % 2**32 < 8000
+    wall_clock_s = (report.ntp_timestamp >> 32) - 2_208_988_800
+    assert abs(wall_clock_s - time.time()) < 60
+    [description] = [p for p in received.packets if isinstance(p, SourceDescription)]
+    [chunk] = description.chunks
+    assert chunk.ssrc == session.ssrc and chunk.cname is not None and len(chunk.cname) == 16
+
+
+async def test_two_sessions_have_different_cnames(pair: PeerPair) -> None:
+    cnames = []
+    for _ in range(2):
+        async with _reporting_session(pair.rtp.address):
+            report = await pair.rtcp.recv()
+        [description] = [p for p in report.packets if isinstance(p, SourceDescription)]
+        cnames.append(description.chunks[0].cname)
+        while not pair.rtcp.received.empty():
+            pair.rtcp.received.get_nowait()
+
+    assert cnames[0] != cnames[1]
+
+
+async def test_our_receiver_report_shows_the_packets_the_peer_never_sent(pair: PeerPair) -> None:
+    missing = {5, 11, 12, 30}
+    async with _reporting_session(pair.rtp.address) as session:
+        for n in range(40):
+            if n not in missing:
+                pair.rtp.send(_audio_packet(1000 + n, b"\xff" * 160), session.local_address)
+        blocks: list[ReportBlock] = []
+        while not blocks or blocks[-1].highest_sequence != 1039:
+            blocks += (await pair.rtcp.recv()).blocks_about(PEER_SSRC)
+
+        assert session.reception is not None
+        assert (session.reception.expected, session.reception.received) == (40, 36)
+
+    assert blocks[-1].cumulative_lost == len(missing)
+    # Each block's fraction is its own interval's loss (RFC 3550 A.3), as the peer works it out
+    # from the extended highest sequence numbers and cumulative losses of successive blocks.
+    expected_before, lost_before = 0, 0
+    for block in blocks:
+        expected_now = block.highest_sequence - 1000 + 1
+        expected_interval = expected_now - expected_before
+        lost_interval = block.cumulative_lost - lost_before
+        fraction = lost_interval * 256 // expected_interval if lost_interval > 0 else 0
+        assert block.fraction_lost == fraction, blocks
+        expected_before, lost_before = expected_now, block.cumulative_lost
+    assert any(block.fraction_lost > 0 for block in blocks)
+
+
+async def test_the_peers_report_about_us_gives_its_loss_jitter_and_our_round_trip(
+    pair: PeerPair,
+) -> None:
+    hold_s = 0.5
+    async with _reporting_session(pair.rtp.address) as session:
+        ours, received = await pair.rtcp.recv_sender_report()
+        await asyncio.sleep(hold_s)
+        block = ReportBlock(
+            session.ssrc,
+            fraction_lost=64,
+            cumulative_lost=7,
+            highest_sequence=70_000,
+            jitter=80,
+            lsr=ntp_short(ours.ntp_timestamp),
+            dlsr=short_units(hold_s),
+        )
+        pair.rtcp.send([ReceiverReport(PEER_SSRC, (block,))], _rtcp_address(session))
+        await _until("the peer's report", lambda: session.remote_report is not None)
+
+    report = session.remote_report
+    assert report is not None
+    assert (report.fraction_lost, report.cumulative_lost, report.highest_sequence) == (
+        0.25,
+        7,
+        70_000,
+    )
+    assert report.jitter_ms == 10.0  # 80 units of 1/8000 s
+    # The round trip leaves out the time the peer held the report (DLSR): without DLSR it would
+    # be at least hold_s. It is at least what the session saw go by, less the hold.
+    assert report.round_trip_s is not None and report.round_trip_s < hold_s
+    slack = 3 / 65536  # three truncations to 1/65536 s
+    assert report.round_trip_s >= report.received_at - received.at - hold_s - slack
+
+
+async def test_junk_on_the_rtcp_port_is_counted_and_the_session_goes_on(pair: PeerPair) -> None:
+    async with _reporting_session(pair.rtp.address) as session:
+        target = _rtcp_address(session)
+        assert pair.rtcp.transport is not None
+        pair.rtcp.transport.sendto(b"junk!", target)  # not whole words
+        pair.rtcp.transport.sendto(bytes(8), target)  # version 0
+        pair.rtcp.transport.sendto(b"\x80\xc9\x00\x09" + bytes(8), target)  # too short
+        pair.rtcp.send([ReceiverReport(PEER_SSRC)], target)
+
+        await _until("the valid report", lambda: session.stats.rtcp_received == 1)
+        assert session.stats.rtcp_malformed == 3
+        assert session.stats.rtcp_byes_received == 0
+        while not pair.rtcp.received.empty():
+            pair.rtcp.received.get_nowait()
+        assert isinstance((await pair.rtcp.recv()).packets[0], SenderReport)
+        pair.rtp.forget()
+        assert len(await pair.rtp.recv_many(3)) == 3  # and the media goes on
+
+
+async def test_a_bye_that_comes_first_as_baresip_sends_it_is_read(pair: PeerPair) -> None:
+    async with _reporting_session(pair.rtp.address) as session:
+        bye_first = serialize_rtcp([ReceiverReport(PEER_SSRC), Goodbye((PEER_SSRC,))])[8:]
+        assert pair.rtcp.transport is not None
+        pair.rtcp.transport.sendto(bye_first, _rtcp_address(session))
+        await _until("the BYE", lambda: session.stats.rtcp_byes_received == 1)
+        assert session.stats.rtcp_received == 1 and session.stats.rtcp_malformed == 0
+
+
+async def test_close_sends_one_bye_compound_the_peer_sees(pair: PeerPair) -> None:
+    async with _reporting_session(pair.rtp.address) as session:
+        reports = [await pair.rtcp.recv()]
+        sent_before = session.stats.rtcp_sent
+    while not any(isinstance(p, Goodbye) for p in reports[-1].packets):
+        reports.append(await pair.rtcp.recv())  # what was in flight, then the BYE
+
+    report, description, goodbye = reports[-1].packets
+    assert isinstance(report, SenderReport | ReceiverReport)
+    # An SR unless no RTP went out since the last report, whose SR then has the final count.
+    last_sr = [p for r in reports for p in r.packets if isinstance(p, SenderReport)][-1]
+    assert last_sr.packet_count == session.stats.sent
+    assert isinstance(description, SourceDescription)
+    assert description.chunks[0].ssrc == session.ssrc
+    assert goodbye == Goodbye((session.ssrc,))
+    assert session.stats.rtcp_sent == sent_before + 1
+    await asyncio.sleep(0.3)  # longer than the interval: nothing more comes
+    assert pair.rtcp.received.empty()
+
+
+async def test_no_rtcp_is_sent_without_a_remote_not_even_a_bye() -> None:
+    async with _reporting_session(None) as session:
+        await asyncio.sleep(0.3)
+    assert session.stats.rtcp_sent == 0
+
+
+async def test_rtcp_goes_where_the_peers_rtcp_comes_from(pair: PeerPair) -> None:
+    elsewhere = await _open_control_peer()  # the peer's RTCP seen through a NAT, say
+    stranger = await _open_control_peer()
+    try:
+        async with _reporting_session(pair.rtp.address) as session:
+            await pair.rtcp.recv()  # before the peer's RTCP: to its RTP port + 1
+            elsewhere.send([ReceiverReport(PEER_SSRC)], _rtcp_address(session))
+            await _until("the peer's RTCP", lambda: session.stats.rtcp_received == 1)
+
+            report = await elsewhere.recv()
+
+            assert isinstance(report.packets[0], SenderReport)
+            assert report.packets[0].ssrc == session.ssrc
+            stranger.send([ReceiverReport(0x5757), Goodbye((0x5757,))], _rtcp_address(session))
+            await _until("the stranger", lambda: session.stats.rtcp_foreign_source == 1)
+            assert session.stats.rtcp_byes_received == 0
+            assert session.stats.rtcp_received == 1
+    finally:
+        for control in (elsewhere, stranger):
+            assert control.transport is not None
+            control.transport.close()
+
+
+async def test_rtcp_on_the_rtp_port_is_counted_apart_not_as_malformed_rtp(
+    peer: Peer, session: RtpSession
+) -> None:
+    report = SenderReport(PEER_SSRC, 1 << 32, 0, 1, 160)
+    description = SourceDescription((SdesChunk.with_cname(PEER_SSRC, "peer"),))
+    peer.send(serialize_rtcp([ReceiverReport(PEER_SSRC)]), session.local_address)
+    peer.send(serialize_rtcp([report, description]), session.local_address)
+    peer.send(_audio_packet(1, b"\x80" * 160), session.local_address)
+
+    await _next_audio(session)
+
+    assert session.stats.rtcp_on_rtp_port == 2
+    assert session.stats.malformed == session.stats.unexpected_payload_type == 0
+    assert session.stats.rtcp_received == 0

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -43,7 +43,12 @@ LOOPBACK = "127.0.0.1"
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 CAPTURE_DIRS = (Path("/usr/share/sip-tester/pcap"), Path("/usr/share/sip-tester"))
 CAPTURES = ("g711a.pcap", "dtmf_2833_0.pcap")
-RTP_RANGE = {"rtp_port_min": 45000, "rtp_port_max": 45998}
+class RtpRange(TypedDict):
+    rtp_port_min: int
+    rtp_port_max: int
+
+
+RTP_RANGE: RtpRange = {"rtp_port_min": 45000, "rtp_port_max": 45998}
 SIPP_TIMEOUT_S = 30  # sipp's own -timeout; the test waits a little longer
 WAIT_S = 5.0
 # A good run writes no error log. Once something is logged, sipp adds these notes (the header,

@@ -11,7 +11,8 @@ project's own ``parse_message``.
 
 - A call from baresip is answered with a G.711 SDP answer; baresip records the greeting as real
   audio (the fake synthesizer's 440 Hz tone, exactly as long as the greeting), RTP flows both
-  ways, and baresip hanging up ends the call with its BYE.
+  ways, RTCP too (baresip reads our sender reports and works out a round trip from the one
+  that echoes its own), and baresip hanging up ends the call with its BYE.
 - baresip keys ``0`` as RFC 4733 telephone-events; the service asks for a person and transfers
   with a REFER; baresip, a real transferee, accepts it (202, NOTIFY 100), dials the Refer-To
   target (a small SIP UAS of the test's own that answers), reports the 200 in a final NOTIFY,
@@ -23,9 +24,17 @@ would make them header fields), and it passes the Refer-To through a printf-styl
 (``ua_event`` in its ``src/ua.c``), which turns each ``%3B``/``%3D`` escape into ``?``, so the
 User-to-User value arrives as ``682d31?encoding?hex``. The handoff id survives (it has no
 escapes); ``handoff_ids`` accepts it from a header or from the Request-URI, and User-to-User
-is not checked here (``test_sip_agent`` checks the REFER we send). baresip's RTCP goes to the
-RTP port + 1, where the service does not listen; its menu hangs up a call when the ``aufile``
-source ends, so the source outlasts every call.
+is not checked here (``test_sip_agent`` checks the REFER we send). baresip's RTCP (libre's)
+goes to the RTP port + 1, from its own RTP port + 1: a compound SR and SDES every 5 s (not
+randomised), the first 5 s into the call. Two more do not begin with a report, as RFC 3550
+A.2 suggests a compound should (the service reads them all the same): as soon as the call is
+up, a lone APP packet (name ``PING``, data ``PONG``) "to open a NAT pinhole"
+(``stream_start_rtcp`` in its ``src/stream.c``), and when it hangs up a BYE (reason "Adjo")
+and an SDES, which arrives with its SIP BYE, so before or after our
+session has closed. Each SR of ours that baresip reads is a ``CALL_RTCP`` event on ctrl_tcp,
+with what our report block said (``tx``: lost, jitter in µs) and the round trip (µs) it worked
+out from our LSR/DLSR. Its menu hangs up a call when the ``aufile`` source ends, so the source
+outlasts every call.
 
 Without baresip (or one of its modules) the tests skip, naming it; with
 ``TRIAGE_REQUIRE_SERVICES=1`` (CI) they fail.
@@ -52,7 +61,7 @@ from typing import Any, Final
 import pytest
 
 from tests.voice.test_sip_agent import no_leaked_tasks  # noqa: F401 (autouse fixture)
-from tests.voice.test_sipp import bot
+from tests.voice.test_sipp import RtpRange, bot
 from voice.audio import PTIME_MS
 from voice.brain import BrainReply, Transfer
 from voice.errors import SipParseError
@@ -63,7 +72,7 @@ from voice.sip.uri import parse_uri
 from voice.tts.fake import MS_PER_CHARACTER, TONE_HZ
 
 LOOPBACK: Final = "127.0.0.1"
-RTP_RANGE: Final = {"rtp_port_min": 46000, "rtp_port_max": 46998}  # the agent's, this module's
+RTP_RANGE: Final[RtpRange] = {"rtp_port_min": 46000, "rtp_port_max": 46998}  # the agent's
 SOFTPHONE_RTP_PORTS: Final = "47000-47998"  # baresip's own, clear of every test module's
 MODULE_DIR: Final = Path("/usr/lib/baresip/modules")
 MODULES: Final = ("g711.so", "aufile.so", "sndfile.so")
@@ -75,6 +84,10 @@ SOURCE_TONE_HZ: Final = 1000.0  # not the greeting's 440 Hz: what baresip hears 
 START_S: Final = 5.0  # for baresip to open its control socket
 WAIT_S: Final = 5.0  # for anything that should happen at once on loopback
 TRANSFER_S: Final = 10.0  # key press to the target's INVITE: the transfer prompt is 1.3 s
+# baresip's first report is 5 s into the call, ours come every 2.5..7.5 s: the first of ours
+# to echo baresip's comes within 13 s.
+RTCP_S: Final = 15.0
+MAX_LOOPBACK_RTT_US: Final = 500_000  # a DLSR off by its units would add seconds of hold
 QUIT_S: Final = 3.0  # for each step of stopping baresip: quit, SIGTERM, SIGKILL
 LOUD_RMS: Final = 1000.0  # a 20 ms frame of the greeting's tone (RMS about 5600)
 SILENT_RMS: Final = 10.0  # a frame of the encoded silence the bot sends between prompts
@@ -506,6 +519,12 @@ async def eventually(what: str, condition: Callable[[], bool], within_s: float =
         await asyncio.sleep(0.01)
 
 
+def round_trips_us(phone: Softphone) -> list[int]:
+    """For each of our sender reports that baresip read, the round trip it worked out (0 until
+    one of ours echoes one of its own sender reports)."""
+    return [int(e["rtcp_stats"]["rtt"]) for e in phone.events if e.get("type") == "CALL_RTCP"]
+
+
 def prompt_frames(reply: BrainReply) -> int:
     """How many 20 ms frames the fake synthesizer's tone for ``reply`` lasts."""
     return sum(len(text) for text in reply.say) * MS_PER_CHARACTER // PTIME_MS
@@ -578,6 +597,11 @@ async def test_a_softphone_call_is_answered_with_g711_and_hears_the_greeting(
         await eventually("the greeting synthesized", lambda: bool(b.synthesizer.requests))
         greeting_frames = prompt_frames(b.brain.greeting)
         await asyncio.sleep(greeting_frames * PTIME_MS / 1000 + 0.5)  # all of it, then silence
+        await eventually(
+            "baresip measured a round trip from our RTCP",
+            lambda: any(rtt > 0 for rtt in round_trips_us(softphone)),
+            RTCP_S,
+        )
         await softphone.command("hangup")
         await softphone.event("CALL_CLOSED")
         stats = await b.until("the call ended", lambda s: s.calls_ended == 1)
@@ -612,6 +636,16 @@ async def test_a_softphone_call_is_answered_with_g711_and_hears_the_greeting(
     assert call.rtp.sent >= softphone_received, "baresip cannot hear more than we sent"
     assert call.rtp.received <= softphone_sent
     assert call.rtp.received > greeting_frames
+
+    # RTCP both ways. baresip read our reports: their blocks say it lost nothing, and the one
+    # that echoed its own sender report gave it a loopback's round trip. Ours got its reports.
+    reports = [e["rtcp_stats"] for e in softphone.events if e.get("type") == "CALL_RTCP"]
+    assert reports and all(r["tx"]["lost"] == 0 for r in reports), reports
+    assert 0 < max(round_trips_us(softphone)) < MAX_LOOPBACK_RTT_US, reports
+    assert call.rtp.rtcp_sent >= len(reports)
+    # its reports and its APP "PING" (see the module docstring); its BYE may come too late
+    assert call.rtp.rtcp_received >= 2 and call.rtp.rtcp_foreign_source == 0
+    assert call.rtp.rtcp_malformed == 0, call.rtp
 
     # The greeting as baresip heard it: the synthesizer's 440 Hz tone, as long as the greeting,
     # and nothing else loud (silence is sent between prompts).

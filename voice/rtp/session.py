@@ -23,6 +23,18 @@ With ``latch_hosts`` only packets from those IPs can be latched on (RTP bleed: a
 spraying the port range cannot take the media before the peer's first packet).
 ``set_remote`` (a re-INVITE) starts over, and allows the new SDP address.
 
+Control (RTCP, RFC 3550 §6). The port above the RTP port carries RTCP, bound with it. Every
+``rtcp_interval_s`` (5 s, randomised to 0.5..1.5 times; the first after half of it) a compound
+goes to the peer: a sender report if we sent RTP since the last one (else a receiver report),
+with a report block on the peer's stream (``reception``), and an SDES with a random per-session
+CNAME; ``close`` sends one more with a BYE. It goes to the RTP peer's port + 1 until the peer's
+own RTCP arrives, then to where that came from (symmetric RTCP); like RTP, RTCP from any other
+source is then counted and dropped. From the peer's reports the session keeps its last sender
+report (``remote_sender_report``: its counts, and the LSR/DLSR of our block) and its block
+about our stream, with the round-trip time (``remote_report``). RTCP multiplexed on the RTP
+port (RFC 5761) is not negotiated: such packets are counted as ``rtcp_on_rtp_port``. The RTCP
+socket, its latching and schedule are ``voice.rtp.control``'s.
+
 Hold. While ``sending`` is false (the peer's SDP says ``sendonly`` or ``inactive``: it put us
 on hold, RFC 3264 §5.1) nothing is sent and playback and DTMF wait where they are; the clock
 keeps its schedule, so the RTP timestamps on resuming show the pause, and a prompt that goes
@@ -38,8 +50,7 @@ import ipaddress
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
@@ -47,12 +58,14 @@ from voice.audio import (
     PTIME_MS,
     SAMPLE_WIDTH_BYTES,
     SAMPLES_PER_FRAME,
+    TELEPHONE_RATE_HZ,
     alaw_decode,
     alaw_encode,
     ulaw_decode,
     ulaw_encode,
 )
 from voice.errors import RtpParseError, RtpPortsExhausted
+from voice.rtp.control import RtcpChannel
 from voice.rtp.events import (
     DEFAULT_DTMF_DURATION_MS,
     DtmfDetector,
@@ -69,6 +82,13 @@ from voice.rtp.packet import (
     serialize_rtp,
 )
 from voice.rtp.playback import FRAME_BYTES, Playback
+from voice.rtp.reception import ReceptionSnapshot, RemoteReport
+from voice.rtp.rtcp import (
+    RTCP_MIN_INTERVAL_S,
+    SenderReport,
+    looks_like_rtcp,
+)
+from voice.rtp.udp import RtpProtocol, RtpStats, bind_udp
 
 logger = logging.getLogger(__name__)
 
@@ -98,42 +118,6 @@ class G711Codec(enum.Enum):
         return ulaw_decode(payload) if self is G711Codec.PCMU else alaw_decode(payload)
 
 
-@dataclass(slots=True)
-class RtpStats:
-    """Counters of one session, for monitoring and tests; they only grow."""
-
-    received: int = 0  # datagrams, good or bad
-    sent: int = 0
-    malformed: int = 0
-    unexpected_payload_type: int = 0
-    foreign_source: int = 0  # valid packets from a source other than the latched one
-    audio_dropped: int = 0  # received frames dropped because ``audio`` was full
-    dtmf_dropped: int = 0
-    skipped_frames: int = 0  # send slots skipped because the event loop stalled
-    send_errors: int = 0  # ICMP errors reported for our datagrams (peer port closed, ...)
-    held_frames: int = 0  # send slots left empty while the peer held the call
-
-
-class _RtpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, stats: RtpStats) -> None:
-        self._stats = stats
-        # Set once the session exists; a datagram in the instant before that is dropped.
-        self.on_datagram: Callable[[bytes, tuple[str, int]], None] | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.on_datagram is not None:
-            self.on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # Linux reports an ICMP port-unreachable for an earlier sendto here; the call goes on.
-        self._stats.send_errors += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 def _check_ip_address(address: tuple[str, int]) -> tuple[str, int]:
     try:
         ipaddress.ip_address(address[0])
@@ -148,7 +132,7 @@ def _check_ip_address(address: tuple[str, int]) -> tuple[str, int]:
 class RtpSession:
     """The media of one call. Open with ``await RtpSession.open(...)``; ``close()`` when done.
 
-    The session owns its clock task and socket and releases both in ``close`` (also on leaving
+    The session owns its clock task and sockets and releases them in ``close`` (also on leaving
     ``async with``). All methods are called from the event loop thread; the per-packet work
     (parse, G.711, jitter buffer) is microseconds, so it runs inline.
     """
@@ -156,14 +140,16 @@ class RtpSession:
     def __init__(
         self,
         transport: asyncio.DatagramTransport,
-        protocol: _RtpProtocol,
+        protocol: RtpProtocol,
         stats: RtpStats,
         *,
+        rtcp: tuple[asyncio.DatagramTransport, RtpProtocol],
         remote: tuple[str, int] | None,
         codec: G711Codec,
         payload_type: int,
         telephone_event_pt: int | None,
         latch_hosts: frozenset[str] | None,
+        rtcp_interval_s: float,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -193,11 +179,17 @@ class RtpSession:
         self._digits: deque[tuple[str, int]] = deque()
         self._dtmf_out: deque[RtpPacket] = deque()
         self._dtmf_gap = 0
+        self._octets_sent = 0
         self.sending = True  # False while the peer holds the call: nothing is sent
+        self._clock_start = loop.time()  # the clock task's, once it runs
+        self._control = RtcpChannel(
+            *rtcp, self.stats, self.ssrc, interval_s=rtcp_interval_s, now=self._clock_start
+        )
         self._closed = False
         self._clock_task = loop.create_task(self._run_clock(), name="rtp-clock")
         self._clock_task.add_done_callback(self._clock_ended)
         protocol.on_datagram = self._on_datagram
+        self._control.on_datagram(self._on_rtcp)
 
     @classmethod
     async def open(
@@ -211,8 +203,10 @@ class RtpSession:
         payload_type: int | None = None,
         telephone_event_pt: int | None = DEFAULT_TELEPHONE_EVENT_PT,
         latch_hosts: frozenset[str] | None = None,
+        rtcp_interval_s: float = RTCP_MIN_INTERVAL_S,
     ) -> Self:
-        """Bind an even port of ``rtp_port_min..rtp_port_max`` on ``host`` and start the clock.
+        """Bind an even port of ``rtp_port_min..rtp_port_max`` on ``host`` for RTP, the port
+        above it for RTCP, and start the clock.
 
         ``remote`` is the address from the peer's SDP (an IP literal), or ``None`` until it is
         known (``set_remote``). Busy ports are skipped; the search starts at a random even port
@@ -220,9 +214,10 @@ class RtpSession:
         payload type negotiated in SDP (a dynamic one, say 96 for PCMU), by default the codec's
         static one. ``latch_hosts``, if given, are the only IPs media is accepted and latched
         from (the SDP address and the signalling source): packets from any other are counted
-        as ``foreign_source``; ``None`` latches on the first valid packet from anywhere. Raises
-        ``RtpPortsExhausted`` when every even port is taken, ``ValueError`` for a bad range or
-        address.
+        as ``foreign_source``; ``None`` latches on the first valid packet from anywhere.
+        ``rtcp_interval_s`` is the mean time between RTCP reports (RFC 3550's minimum, 5 s, by
+        default; tests use less). Raises ``RtpPortsExhausted`` when no even port is free with
+        the odd one above it, ``ValueError`` for a bad range, address or interval.
         """
         if rtp_port_min % 2 or not 0 < rtp_port_min <= rtp_port_max <= _MAX_PORT:
             raise ValueError(
@@ -236,18 +231,25 @@ class RtpSession:
             not 0 <= telephone_event_pt <= _MAX_PAYLOAD_TYPE or telephone_event_pt == audio_pt
         ):
             raise ValueError(f"telephone-event payload type {telephone_event_pt} is not usable")
+        if not rtcp_interval_s > 0:
+            raise ValueError(f"rtcp_interval_s must be positive, got {rtcp_interval_s}")
         if remote is not None:
             remote = _check_ip_address(remote)
-        loop = asyncio.get_running_loop()
         stats = RtpStats()
         ports = list(range(rtp_port_min, rtp_port_max + 1, 2))
         first = secrets.randbelow(len(ports))
         for port in ports[first:] + ports[:first]:
             try:
-                transport, protocol = await loop.create_datagram_endpoint(
-                    lambda: _RtpProtocol(stats), local_addr=(host, port)
-                )
+                transport, protocol = await bind_udp(stats, host, port)
             except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            try:
+                rtcp = await bind_udp(stats, host, port + 1)
+            except OSError as exc:
+                transport.close()
+                await protocol.closed
                 if exc.errno == errno.EADDRINUSE:
                     continue
                 raise
@@ -255,14 +257,17 @@ class RtpSession:
                 transport,
                 protocol,
                 stats,
+                rtcp=rtcp,
                 remote=remote,
                 codec=codec,
                 payload_type=audio_pt,
                 telephone_event_pt=telephone_event_pt,
                 latch_hosts=latch_hosts,
+                rtcp_interval_s=rtcp_interval_s,
             )
         raise RtpPortsExhausted(
-            f"no free even RTP port in {rtp_port_min}..{rtp_port_max} on {host}"
+            f"no free even RTP port with a free RTCP port above it in "
+            f"{rtp_port_min}..{rtp_port_max} on {host}"
         )
 
     # --- Public interface
@@ -289,10 +294,26 @@ class RtpSession:
     def playing(self) -> bool:
         return bool(self._playbacks)
 
+    @property
+    def reception(self) -> ReceptionSnapshot | None:
+        """Our reception of the peer's current source, or None before its first packet."""
+        return self._control.reports.reception
+
+    @property
+    def remote_report(self) -> RemoteReport | None:
+        """The peer's latest RTCP report block about our stream, or None before one."""
+        return self._control.reports.remote_report
+
+    @property
+    def remote_sender_report(self) -> SenderReport | None:
+        """The peer's latest RTCP sender report, or None before one."""
+        return self._control.reports.remote_sender_report
+
     def set_remote(self, remote: tuple[str, int]) -> None:
         """Send to a new SDP address (re-INVITE) and latch again on the peer's next packet."""
         self._remote = _check_ip_address(remote)
         self._latched_to = None
+        self._control.unlatch()
         if self._latch_hosts is not None:
             self._latch_hosts = self._latch_hosts | {self._remote[0]}
 
@@ -337,11 +358,13 @@ class RtpSession:
             if task is not None and task.cancelling():
                 raise
         finally:
+            self._send_report(self._loop.time(), goodbye=True)
             self._transport.close()
-            # The protocol calls back into the session: without this the pair is a reference
-            # cycle, and under call churn the full collections that free them stall the loop.
+            # The protocols call back into the session: without this they form reference
+            # cycles, and under call churn the full collections that free them stall the loop.
             self._protocol.on_datagram = None
             await self._protocol.closed
+            await self._control.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -359,6 +382,9 @@ class RtpSession:
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         now = self._loop.time()
         self.stats.received += 1
+        if looks_like_rtcp(data):
+            self.stats.rtcp_on_rtp_port += 1
+            return
         try:
             packet = parse_rtp(data)
         except RtpParseError as exc:
@@ -389,7 +415,9 @@ class RtpSession:
                 return
         if self._latched_to is None:
             self._latched_to = self._remote = source
+            self._control.media_latched(source)
             logger.info("RTP peer latched", extra={"rtp_peer": f"{source[0]}:{source[1]}"})
+        self._control.reports.received_rtp(packet, now, timed=is_audio)
         if is_event:
             for digit in digits:
                 self._deliver(self.dtmf, digit)
@@ -428,7 +456,7 @@ class RtpSession:
     # --- Sending
 
     async def _run_clock(self) -> None:
-        start = self._loop.time()
+        start = self._clock_start = self._loop.time()
         tick = 0
         while True:
             lag = self._loop.time() - (start + tick * PTIME_S)
@@ -443,6 +471,8 @@ class RtpSession:
             now = self._loop.time()
             self._send_frame(timestamp, now)
             self._receive_tick(now)
+            if self._control.report_due(now):
+                self._send_report(now)
             tick += 1
 
     def _send_frame(self, timestamp: int, now: float) -> None:
@@ -503,6 +533,26 @@ class RtpSession:
         self._sequence = (self._sequence + 1) % SEQUENCE_MODULUS
         self._transport.sendto(serialize_rtp(packet), self._remote)
         self.stats.sent += 1
+        self._octets_sent += len(packet.payload)
+
+    # --- Control
+
+    def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = self._loop.time()
+        self._control.receive(
+            data, addr, now, media_peer=self._latched_to, latch_hosts=self._latch_hosts
+        )
+
+    def _send_report(self, now: float, *, goodbye: bool = False) -> None:
+        elapsed = round((now - self._clock_start) * TELEPHONE_RATE_HZ)
+        self._control.send_report(
+            now,
+            media_peer=self._remote,
+            packet_count=self.stats.sent,
+            octet_count=self._octets_sent,
+            rtp_timestamp=self._timestamp0 + elapsed,
+            goodbye=goodbye,
+        )
 
     # --- Lifecycle
 

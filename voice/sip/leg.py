@@ -28,7 +28,8 @@ from typing import Final, Protocol
 from voice.brain import CallContext, Transfer
 from voice.call import Call, CallEngines
 from voice.errors import RtpPortsExhausted, SdpError, SipParseError
-from voice.rtp.session import G711Codec, RtpSession, RtpStats
+from voice.rtp.session import G711Codec, RtpSession
+from voice.rtp.udp import RtpStats
 from voice.sip.dialog import Dialog, DialogState
 from voice.sip.message import SipRequest
 from voice.sip.offer_answer import NegotiatedMedia, answer_offer, negotiated_media
