@@ -18,7 +18,7 @@ from pathlib import Path
 from bot.phone.brain import TEXTS, PhoneBrain
 from bot.phone.lines import LANGUAGES, PhoneLines
 from voice.asr.base import ASR_RATE_HZ, Recognizer
-from voice.asr.endpoint import DEFAULT_FRAME_MS, EndpointConfig
+from voice.asr.endpoint import EndpointConfig
 from voice.asr.gate import VoiceGate
 from voice.asr.models import model_path
 from voice.asr.silent import NoSpeechRecognizer
@@ -164,6 +164,4 @@ def recognizer_factory(
             engine.new_recognizer(endpoint_silence_ms=endpoint_silence_ms), hangover_ms=hangover
         )
     endpoint = EndpointConfig(trailing_silence_ms=endpoint_silence_ms)
-    # transcribe early once the caller is quiet for a third of the silence (200 ms of 600)
-    early = max(DEFAULT_FRAME_MS, endpoint_silence_ms // 3)
-    return lambda: engine.new_recognizer(language, endpoint=endpoint, early_transcription_ms=early)
+    return lambda: engine.new_recognizer(language, endpoint=endpoint)

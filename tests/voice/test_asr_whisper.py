@@ -126,7 +126,8 @@ async def test_telephone_english_request_is_transcribed(
 async def test_utterance_ending_on_silence_uses_its_early_transcription(
     recognizer: WhisperRecognizer, request_speech: bytes
 ) -> None:
-    # 300 ms in: past the 200 ms early-transcription pause, before the 500 ms endpoint.
+    # 300 ms in: past the early transcription's pause (a third of 500 ms: 180 ms in whole
+    # frames), before the 500 ms endpoint.
     speech = without_trailing_silence(request_speech)
     assert await feed_all(recognizer, speech + silence(300)) == [SpeechStarted()]
     events = await feed_all(recognizer, silence(300))
@@ -159,9 +160,23 @@ async def test_reset_during_early_transcription_forgets_it(
 
 
 @pytest.mark.speech
-def test_early_transcription_must_come_before_the_endpoint(engine: WhisperEngine) -> None:
+async def test_without_early_transcription_the_utterance_is_transcribed_once_it_ends(
+    engine: WhisperEngine, request_speech: bytes
+) -> None:
+    async with engine.new_recognizer("en", endpoint=ENDPOINT, early_transcription=False) as late:
+        events = await feed_all(late, without_trailing_silence(request_speech) + silence(600))
+        assert [type(event) for event in events] == [SpeechStarted, AsrFinal]
+        assert_mentions_agent(finals(events)[0])
+        assert late.counts == TranscriptionCounts(utterances=1, early_used=0, early_discarded=0)
+
+
+@pytest.mark.speech
+@pytest.mark.parametrize("early_ms", [500, 0])
+def test_early_transcription_must_come_before_the_endpoint(
+    engine: WhisperEngine, early_ms: int
+) -> None:
     with pytest.raises(ValueError, match="pause_ms"):
-        engine.new_recognizer("en", endpoint=ENDPOINT, early_transcription_ms=500)
+        engine.new_recognizer("en", endpoint=ENDPOINT, early_transcription_ms=early_ms)
 
 
 @pytest.mark.speech

@@ -44,9 +44,9 @@ from voice.errors import EngineUnavailable, ModelNotFound
 log = logging.getLogger(__name__)
 
 DEFAULT_BEAM_SIZE: Final = 2
-# Quiet that starts a transcription before the endpointing silence is over (see the docstring);
-# ``None`` waits for the utterance to end.
-DEFAULT_EARLY_TRANSCRIPTION_MS: Final[int | None] = 200
+# Unless told otherwise, a transcription starts once the caller has been quiet for this share of
+# the endpointing silence (200 ms of 600; see the docstring).
+EARLY_TRANSCRIPTION_SHARE: Final = 1 / 3
 # Threads per transcription: ``None`` is one per core, so that a lone utterance is transcribed
 # on every core (tiny.en, 1.5 s of speech: 0.30 s on 2 threads, 0.48 s on one); concurrent
 # transcriptions share the cores.
@@ -111,12 +111,15 @@ class WhisperEngine:
         *,
         endpoint: EndpointConfig | None = None,
         beam_size: int = DEFAULT_BEAM_SIZE,
-        early_transcription_ms: int | None = DEFAULT_EARLY_TRANSCRIPTION_MS,
+        early_transcription_ms: int | None = None,
+        early_transcription: bool = True,
     ) -> WhisperRecognizer:
         """A recogniser for one call, transcribing ``language`` (an ISO 639-1 code).
 
-        ``early_transcription_ms`` becomes the endpointer's ``pause_ms`` (replacing any set in
-        ``endpoint``); it must be shorter than the endpointing silence.
+        With ``early_transcription``, ``early_transcription_ms`` (by default a third of the
+        endpointing silence) becomes the endpointer's ``pause_ms``, replacing any set in
+        ``endpoint``; it must be shorter than the endpointing silence. Without it, each
+        utterance is transcribed once it has ended.
         """
         if self._closed:
             raise RuntimeError("the whisper engine is closed")
@@ -133,7 +136,13 @@ class WhisperEngine:
             )
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-        endpoint = replace(endpoint, pause_ms=early_transcription_ms)  # validates it
+        pause_ms = None
+        if early_transcription:
+            pause_ms = early_transcription_ms
+            if pause_ms is None:
+                share = round(endpoint.trailing_silence_ms * EARLY_TRANSCRIPTION_SHARE)
+                pause_ms = max(endpoint.frame_ms, share)
+        endpoint = replace(endpoint, pause_ms=pause_ms)  # validates it
         return WhisperRecognizer(self, language, endpoint=endpoint, beam_size=beam_size)
 
     async def close(self) -> None:
