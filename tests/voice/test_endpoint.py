@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -154,14 +155,7 @@ def test_keep_audio_false_reports_cuts_without_audio() -> None:
     assert events == [Onset(), Utterance(b"", UtteranceEnd.SILENCE)]
 
 
-PAUSING = EndpointConfig(
-    threshold_dbfs=-40.0,
-    speech_start_ms=60,
-    trailing_silence_ms=300,
-    max_utterance_ms=2000,
-    pre_roll_ms=100,
-    pause_ms=100,
-)
+PAUSING = dataclasses.replace(CONFIG, pause_ms=100)
 
 
 def test_no_pause_events_without_pause_ms() -> None:

@@ -9,13 +9,14 @@ import itertools
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from tests.voice.test_rtp_packet import capture_udp_payloads, sipp_capture
+from tests.voice.waiting import eventually
 from voice import audio
 from voice.errors import RtpPortsExhausted
 from voice.rtp.events import DtmfDetector, DtmfDigit, dtmf_packets, parse_telephone_event
@@ -785,15 +786,6 @@ def _rtcp_address(session: RtpSession) -> tuple[str, int]:
     return host, port + 1
 
 
-async def _until(what: str, condition: Callable[[], bool], within_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {within_s} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_two_sessions_report_to_each_other_and_measure_the_round_trip() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -804,7 +796,7 @@ async def test_two_sessions_report_to_each_other_and_measure_the_round_trip() ->
             reports = (a.remote_report, b.remote_report)
             return all(r is not None and r.round_trip_s is not None for r in reports)
 
-        await _until("both round trips measured", both_measured)
+        await eventually("both round trips measured", both_measured)
         elapsed = loop.time() - started
 
         for us, them in ((a, b), (b, a)):
@@ -818,7 +810,7 @@ async def test_two_sessions_report_to_each_other_and_measure_the_round_trip() ->
             assert us.reception is not None and us.reception.ssrc == them.ssrc
 
         await a.close()  # its last report carries the final counts, with a BYE
-        await _until("a's BYE seen", lambda: b.stats.rtcp_byes_received == 1)
+        await eventually("a's BYE seen", lambda: b.stats.rtcp_byes_received == 1)
 
         final = b.remote_sender_report
         assert final is not None
@@ -906,7 +898,7 @@ async def test_the_peers_report_about_us_gives_its_loss_jitter_and_our_round_tri
             dlsr=short_units(hold_s),
         )
         pair.rtcp.send([ReceiverReport(PEER_SSRC, (block,))], _rtcp_address(session))
-        await _until("the peer's report", lambda: session.remote_report is not None)
+        await eventually("the peer's report", lambda: session.remote_report is not None)
 
     report = session.remote_report
     assert report is not None
@@ -932,7 +924,7 @@ async def test_junk_on_the_rtcp_port_is_counted_and_the_session_goes_on(pair: Pe
         pair.rtcp.transport.sendto(b"\x80\xc9\x00\x09" + bytes(8), target)  # too short
         pair.rtcp.send([ReceiverReport(PEER_SSRC)], target)
 
-        await _until("the valid report", lambda: session.stats.rtcp_received == 1)
+        await eventually("the valid report", lambda: session.stats.rtcp_received == 1)
         assert session.stats.rtcp_malformed == 3
         assert session.stats.rtcp_byes_received == 0
         while not pair.rtcp.received.empty():
@@ -947,7 +939,7 @@ async def test_a_bye_that_comes_first_as_baresip_sends_it_is_read(pair: PeerPair
         bye_first = serialize_rtcp([ReceiverReport(PEER_SSRC), Goodbye((PEER_SSRC,))])[8:]
         assert pair.rtcp.transport is not None
         pair.rtcp.transport.sendto(bye_first, _rtcp_address(session))
-        await _until("the BYE", lambda: session.stats.rtcp_byes_received == 1)
+        await eventually("the BYE", lambda: session.stats.rtcp_byes_received == 1)
         assert session.stats.rtcp_received == 1 and session.stats.rtcp_malformed == 0
 
 
@@ -984,14 +976,14 @@ async def test_rtcp_goes_where_the_peers_rtcp_comes_from(pair: PeerPair) -> None
         async with _reporting_session(pair.rtp.address) as session:
             await pair.rtcp.recv()  # before the peer's RTCP: to its RTP port + 1
             elsewhere.send([ReceiverReport(PEER_SSRC)], _rtcp_address(session))
-            await _until("the peer's RTCP", lambda: session.stats.rtcp_received == 1)
+            await eventually("the peer's RTCP", lambda: session.stats.rtcp_received == 1)
 
             report = await elsewhere.recv()
 
             assert isinstance(report.packets[0], SenderReport)
             assert report.packets[0].ssrc == session.ssrc
             stranger.send([ReceiverReport(0x5757), Goodbye((0x5757,))], _rtcp_address(session))
-            await _until("the stranger", lambda: session.stats.rtcp_foreign_source == 1)
+            await eventually("the stranger", lambda: session.stats.rtcp_foreign_source == 1)
             assert session.stats.rtcp_byes_received == 0
             assert session.stats.rtcp_received == 1
     finally:

@@ -53,7 +53,7 @@ import shutil
 import socket
 import struct
 import wave
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -62,6 +62,7 @@ import pytest
 
 from tests.voice.test_sip_agent import no_leaked_tasks  # noqa: F401 (autouse fixture)
 from tests.voice.test_sipp import RtpRange, bot
+from tests.voice.waiting import eventually
 from voice.audio import PTIME_MS
 from voice.brain import BrainReply, Transfer
 from voice.errors import SipParseError
@@ -508,15 +509,6 @@ def handoff_ids(invite: SipRequest) -> list[str]:
 
 
 # --- The bot --------------------------------------------------------------------------------
-
-
-async def eventually(what: str, condition: Callable[[], bool], within_s: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {within_s} s")
-        await asyncio.sleep(0.01)
 
 
 def round_trips_us(phone: Softphone) -> list[int]:
