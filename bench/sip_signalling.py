@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voice.asr.fake import FakeRecognizer  # noqa: E402
-from voice.call import CallEngines, CallSettings  # noqa: E402
+from voice.call.settings import CallEngines, CallSettings  # noqa: E402
 from voice.fake_brain import FakeBrain  # noqa: E402
 from voice.sip.agent import SipUserAgent  # noqa: E402
 from voice.sip.settings import SipSettings  # noqa: E402

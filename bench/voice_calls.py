@@ -1,7 +1,7 @@
 """Voice benchmarks: turn latency through the whole pipeline, and concurrent calls with real
 recognition.
 
-Every call is the real call loop (``voice.call.Call``) with its caller on a second RTP session on
+Every call is the real call loop (``voice.call.call.Call``) with its caller on a second RTP session on
 loopback (``bot.phone.loopback``): RTP, the jitter buffer, G.711, resampling, the recogniser, the
 synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its absolute clock. The
 caller's speech is made with espeak-ng.
@@ -73,7 +73,7 @@ from voice.asr.vosk import VoskModel
 from voice.asr.whisper import WhisperEngine
 from voice.audio import TELEPHONE_RATE_HZ, resample, rms_dbfs
 from voice.brain import BrainReply
-from voice.call import CallEngines, CallSettings
+from voice.call.settings import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
 from voice.tts.cache import PromptCache
 from voice.tts.pyttsx3 import Pyttsx3Synthesizer

@@ -25,7 +25,7 @@ from voice.asr.silent import NoSpeechRecognizer
 from voice.asr.vosk import DEFAULT_KEEP_WARM, VoskModel
 from voice.asr.whisper import WhisperEngine
 from voice.audio import resample
-from voice.call import CallEngines, CallSettings
+from voice.call.settings import CallEngines, CallSettings
 from voice.tts.cache import PromptCache
 from voice.tts.pyttsx3 import Pyttsx3Synthesizer
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from voice.audio import TELEPHONE_RATE_HZ, resample
 from voice.brain import CallContext, Transfer
-from voice.call import Call, CallEngines
+from voice.call.call import Call
+from voice.call.settings import CallEngines
 from voice.rtp.session import RtpSession
 
 LOOPBACK_RTP_PORTS = (46000, 46998)  # away from the SIP bridge's range

@@ -12,7 +12,9 @@ from typing import TypedDict
 from voice.asr.base import AsrEvent, AsrFinal, AsrPartial, SpeechStarted
 from voice.asr.fake import FakeRecognizer
 from voice.brain import BrainReply, CallContext, DigitRequest, Transfer
-from voice.call import Call, CallEngines, CallSettings, is_backchannel
+from voice.call.call import Call
+from voice.call.listening import is_backchannel
+from voice.call.settings import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
 from voice.rtp.session import RtpSession
 from voice.tts.fake import FakeSynthesizer

@@ -25,7 +25,7 @@ import pytest
 
 from voice.asr.fake import FakeRecognizer
 from voice.brain import BrainReply, Transfer
-from voice.call import CallEngines, CallSettings
+from voice.call.settings import CallEngines, CallSettings
 from voice.errors import SipParseError
 from voice.fake_brain import FakeBrain
 from voice.sip.agent import SipUserAgent

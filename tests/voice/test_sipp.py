@@ -30,7 +30,7 @@ import pytest
 
 from voice.asr.fake import FakeRecognizer
 from voice.brain import BrainReply
-from voice.call import CallEngines, CallSettings
+from voice.call.settings import CallEngines, CallSettings
 from voice.fake_brain import FakeBrain
 from voice.sip.agent import SipUserAgent
 from voice.sip.leg import CallRecord

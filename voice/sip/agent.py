@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Final, Self
 
 from voice.brain import CallContext
-from voice.call import CallEngines
+from voice.call.settings import CallEngines
 from voice.errors import SdpError, SipParseError
 from voice.sip.auth import AuthOutcome, DigestAuthenticator
 from voice.sip.capabilities import (

@@ -26,7 +26,8 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from voice.brain import CallContext, Transfer
-from voice.call import Call, CallEngines
+from voice.call.call import Call
+from voice.call.settings import CallEngines
 from voice.errors import RtpPortsExhausted, SdpError, SipParseError
 from voice.rtp.session import G711Codec, RtpSession
 from voice.rtp.udp import RtpStats
