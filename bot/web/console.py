@@ -15,6 +15,9 @@ from bot.web.auth import SESSION_COOKIE
 from bot.web.keys import DESK, SOCKETS
 
 STATIC = Path(__file__).parent / "static"
+CONSOLE_MODULES = STATIC / "console"
+# aiohttp's own table says application/javascript on Python < 3.12; RFC 9239 names text/javascript
+JAVASCRIPT = "text/javascript; charset=utf-8"
 PERSONAL_FRAMES = {"message", "typing", "handoff_ended", "offer"}
 
 
@@ -32,6 +35,17 @@ def console_filter(agent: Agent) -> Callable[[Frame, str | None, str | None], bo
 
 async def console_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "console.html")
+
+
+async def console_module(request: web.Request) -> web.FileResponse:
+    """One of the console's ES modules (``console/main.js`` and what it imports).
+
+    The type is set here, not guessed from the host: with ``nosniff``, a module script served as
+    anything but JavaScript is refused. The route's pattern allows no ``/`` or ``..``; a missing
+    module is a 404 from ``FileResponse``.
+    """
+    module = CONSOLE_MODULES / request.match_info["name"]
+    return web.FileResponse(module, headers={"Content-Type": JAVASCRIPT})
 
 
 async def agent_ws(request: web.Request) -> web.WebSocketResponse:
@@ -75,4 +89,5 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/agent", console_page)
     app.router.add_get("/agent/ws", agent_ws)
+    app.router.add_get(r"/agent/static/console/{name:[a-z][a-z0-9-]*\.js}", console_module)
     app.router.add_static("/agent/static", STATIC, show_index=False)

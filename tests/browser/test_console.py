@@ -6,10 +6,11 @@ import uuid
 
 import pytest
 from aiohttp import web
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import BrowserContext, Page, Response, expect
 
 from bot.runtime import Runtime
 from bot.store.handoff_queue import HandoffQueueStore
+from bot.web.console import CONSOLE_MODULES
 from bot.web.keys import DESK
 from tests.browser.conftest import PageErrors
 from tests.browser.test_widget import send
@@ -52,6 +53,27 @@ async def handoff_of(rasa_runtime: Runtime, conversation_id: str) -> str:
     found = await HandoffQueueStore(rasa_runtime.store).active_for_conversation(conversation_id)
     assert found is not None
     return found.id
+
+
+async def test_the_console_modules_load_as_javascript_under_the_page_csp(
+    context: BrowserContext, gateway: str
+) -> None:
+    page = await context.new_page()
+    errors = PageErrors(page)
+    served: dict[str, str] = {}
+
+    def note(response: Response) -> None:
+        if "/agent/static/console/" in response.url:
+            served[response.url.rsplit("/", 1)[1]] = response.headers.get("content-type", "")
+
+    page.on("response", note)
+    answer = await page.goto(gateway + "/agent")
+    assert answer is not None
+    assert "script-src 'self';" in answer.headers["content-security-policy"]
+    await expect(page.locator("section.signin")).to_be_visible()  # main.js ran: no session yet
+    assert set(served) == {module.name for module in CONSOLE_MODULES.glob("*.js")}
+    assert set(served.values()) == {"text/javascript; charset=utf-8"}
+    assert errors.items == []
 
 
 async def test_agent_accepts_chats_both_ways_and_hands_back_to_the_bot(
