@@ -7,10 +7,11 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,17 +20,21 @@ from aiohttp import web
 from bot.agents_cli import ADMIN_ID, ensure_first_account
 from bot.agents_cli import add_parsers as add_agent_parsers
 from bot.config import Settings, load_settings
+from bot.core.desk import Desk, DeskSettings
+from bot.core.hub import Frame, Hub
 from bot.core.language import detect_language
 from bot.core.routing import load_routing
-from bot.errors import BotError
+from bot.errors import BotError, ConfigError
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.phone.lines import load_phone_lines
-from bot.runtime import open_runtime
+from bot.runtime import Runtime, open_runtime
 from bot.voice_cli import add_parsers as add_voice_parsers
 from voice.errors import VoiceError
 
 log = logging.getLogger("triage")
+
+DATA_DIR_HELP = "where the database, models and logs live (default: ./var; env TRIAGE_DATA_DIR)"
 
 
 def nlu_record(parse: ParseResult, language: str | None, route: dict[str, str]) -> dict[str, Any]:
@@ -145,8 +150,37 @@ def _print_nlu(record: dict[str, Any], out: TextIO) -> None:
     print(f"route:     {route['kind']} -> {route['name']}", file=out)
 
 
+def queue_line(frame: Frame) -> str:
+    """What the chat widget shows a waiting customer, for a ``queue`` frame of the desk."""
+    label = frame["label"]
+    if not frame["open"]:
+        return f"queue> The queue for {label} is currently closed."
+    line = f"queue> You are number {frame['position']} in the queue for {label}."
+    if frame["eta_s"] is None:
+        return line + " No agent is available now to estimate the wait."
+    minutes = max(1, math.floor(frame["eta_s"] / 60 + 0.5))  # rounded as the widget does
+    return line + f" Estimated wait: about {minutes} minute{'' if minutes == 1 else 's'}."
+
+
+def shell_desk(runtime: Runtime) -> Desk:
+    """A desk that only answers what a customer sees of their handoff (nobody joins its hub)."""
+    return Desk(
+        store=runtime.store,
+        conversations=runtime.conversations,
+        nlu=runtime.nlu,
+        routing=runtime.routing,
+        hub=Hub(),
+        settings=DeskSettings(
+            offer_timeout_s=runtime.settings.offer_timeout_s,
+            abandon_after_s=runtime.settings.abandon_after_s,
+            default_handle_s=runtime.settings.default_handle_s,
+        ),
+    )
+
+
 async def cmd_shell(settings: Settings, args: argparse.Namespace) -> int:
     async with open_runtime(settings) as runtime:
+        desk = shell_desk(runtime)
         conversation_id = f"cli-{uuid.uuid4().hex[:12]}"
         print(f"triage shell: conversation {conversation_id}. Type your message; Ctrl-D ends.")
         while True:
@@ -174,6 +208,10 @@ async def cmd_shell(settings: Settings, args: argparse.Namespace) -> int:
                     f"     (handoff envelope {turn.handoff_id} stored; "
                     f"GET /api/handoffs/{turn.handoff_id})"
                 )
+            # after every line: the place changes as agents serve the queue (`triage serve`)
+            for frame in await desk.status_frames(conversation_id):
+                if frame["type"] == "queue":
+                    print(queue_line(frame))
 
 
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -202,10 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Voicebot and chatbot triage for contact centers: understand, self-serve, "
         "route to the right human queue with the whole context.",
     )
-    parser.add_argument(
-        "--data-dir",
-        help="where the database, models and logs live (default: ./var; env TRIAGE_DATA_DIR)",
-    )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -221,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="SIP port of the phone line (default 5060; env TRIAGE_SIP_PORT)",
     )
+    # the global option, also accepted here (its own dest: a subcommand's default would
+    # overwrite the value given before the command)
+    p.add_argument("--data-dir", dest="command_data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("nlu", help="intent, confidence, entities and route of utterances")
@@ -249,6 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def data_dir_of(args: argparse.Namespace) -> Path | None:
+    """The ``--data-dir`` given before the command or after it; given twice, both must agree."""
+    given = [args.data_dir, getattr(args, "command_data_dir", None)]
+    dirs = list(dict.fromkeys(Path(d).absolute() for d in given if d))
+    if len(dirs) > 1:
+        raise ConfigError(
+            f"--data-dir is given before the command as {dirs[0]} and after it as {dirs[1]}: "
+            "give one directory"
+        )
+    return dirs[0] if dirs else None
+
+
+def settings_for(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The environment's settings (``env``, by default the process's) with the options given."""
+    return load_settings(env).with_overrides(
+        data_dir=data_dir_of(args),
+        http_port=getattr(args, "http_port", None),
+        http_host=getattr(args, "http_host", None),
+        sip_port=getattr(args, "sip_port", None),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -256,12 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = load_settings().with_overrides(
-            data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
-            http_port=getattr(args, "http_port", None),
-            http_host=getattr(args, "http_host", None),
-            sip_port=getattr(args, "sip_port", None),
-        )
+        settings = settings_for(args)
         return int(asyncio.run(args.run(settings, args)))
     except (BotError, VoiceError) as exc:
         print(f"triage: {exc}", file=sys.stderr)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.runtime import Runtime
@@ -33,6 +35,36 @@ async def test_healthz_reports_rasa_and_database(client: TestClient[object, obje
     assert [w["state"] for w in workers] == ["ready", "ready"]
     assert len({w["pid"] for w in workers}) == 2
     assert body["database"]["ready"] is True
+
+
+class PageLinks(HTMLParser):
+    """What a page links (``href``, ``src``) and whether it carries inline script or style."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: set[str] = set()
+        self.inline: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self.links |= {v for k, v in found.items() if k in ("href", "src") and v}
+        if tag == "style" or "style" in found or any(k.startswith("on") for k in found):
+            self.inline.append(tag)
+        if tag == "script" and not found.get("src"):
+            self.inline.append(tag)
+
+
+async def test_the_landing_page_links_the_demo_the_console_the_api_and_health(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    resp = await client.get("/")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = PageLinks()
+    page.feed(await resp.text())
+    assert {"/chat/demo", "/agent", "/api/openapi.json", "/healthz"} <= page.links
+    assert page.inline == []  # the CSP allows no inline script or style
+    for link in page.links:  # every link leads somewhere, the stylesheet included
+        assert (await client.get(link)).status == 200, link
 
 
 async def test_a_turn_over_http_then_its_envelope_with_the_token(

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import build_parser, settings_for
 from bot.runtime import Runtime
+from bot.store.handoff_queue import HandoffQueueStore
 
 TRIAGE = [sys.executable, "-m", "bot.cli"]
 
@@ -42,6 +44,26 @@ def test_help_explains_every_command() -> None:
     out = _run(["--help"], dict(os.environ)).stdout
     for command in ("train", "serve", "nlu", "shell", "eval", "test", "agents"):
         assert f"\n    {command} " in out
+
+
+def test_serve_takes_data_dir_after_the_command_as_before_it(tmp_path: Path) -> None:
+    parser = build_parser()
+    before = settings_for(parser.parse_args(["--data-dir", str(tmp_path), "serve"]), env={})
+    after = settings_for(parser.parse_args(["serve", "--data-dir", str(tmp_path)]), env={})
+    both = settings_for(
+        parser.parse_args(["--data-dir", str(tmp_path), "serve", "--data-dir", str(tmp_path)]),
+        env={},
+    )
+    assert before.data_dir == after.data_dir == both.data_dir == tmp_path.absolute()
+
+
+def test_serve_refuses_two_different_data_dirs(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    done = _run(["--data-dir", str(first), "serve", "--data-dir", str(second)], env)
+    assert done.returncode == 2
+    assert "--data-dir" in done.stderr and str(first) in done.stderr and str(second) in done.stderr
+    assert not first.exists() and not second.exists()  # refused before anything started
 
 
 @pytest.mark.rasa
@@ -143,6 +165,27 @@ async def test_shell_runs_a_dialogue_and_shows_the_route(
     assert "bot> Hello" in done.stdout
     assert "(greet " in done.stdout and "-> reply:greet)" in done.stdout
     assert "(thanks " in done.stdout
+
+
+@pytest.mark.rasa
+async def test_shell_shows_the_queue_place_and_wait_after_every_line_while_queued(
+    rasa_runtime: Runtime, tmp_path: Path
+) -> None:
+    env = _env(rasa_runtime, tmp_path)
+    # the store the Rasa actions write the handoff to
+    env["TRIAGE_DATABASE_URL"] = rasa_runtime.settings.effective_database_url
+    lines = "I want to speak to an agent\nare you still there?\n"
+    done = await asyncio.to_thread(_run, ["shell", "--lang", "en"], env, lines)
+    assert done.returncode == 0, done.stderr
+    conversation_id = done.stdout.split("conversation ", 1)[1].split(".", 1)[0]
+    queue = HandoffQueueStore(rasa_runtime.store)
+    handoff = await queue.active_for_conversation(conversation_id)
+    assert handoff is not None and handoff.queue == "general"
+    label = rasa_runtime.routing.queues["general"].label("en")
+    place = f"You are number {await queue.position(handoff)} in the queue for {label}."
+    shown = [line.split("queue> ", 1)[1] for line in done.stdout.splitlines() if "queue> " in line]
+    assert len(shown) == 2, done.stdout  # once queued, and after the line sent while waiting
+    assert all(line.startswith(place) and "wait" in line for line in shown), shown
 
 
 async def test_agents_add_prints_a_token_once_and_the_password_signs_in(tmp_path: Path) -> None:

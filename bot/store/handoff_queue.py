@@ -8,7 +8,7 @@ together: the UPDATE's row count says whether this caller won.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,6 +54,18 @@ def _held_by(agent_id: str) -> ColumnElement[bool]:
 
 def _waiting_order() -> tuple[Any, ...]:
     return (Handoff.priority.desc(), Handoff.enqueued_at, Handoff.id)
+
+
+def numbered(waiting: Iterable[Handoff]) -> Iterator[tuple[int, Handoff]]:
+    """Each handoff with its 1-based position in its own queue.
+
+    ``waiting`` must hold whole queues in service order, as ``HandoffQueueStore.waiting`` gives
+    them: a queue filtered down to some of its customers would number them wrongly.
+    """
+    taken: dict[str, int] = {}
+    for handoff in waiting:
+        taken[handoff.queue] = position = taken.get(handoff.queue, 0) + 1
+        yield position, handoff
 
 
 class HandoffQueueStore:

@@ -12,6 +12,7 @@ from bot.core.desk import Desk, message_frame
 from bot.core.handoff_state import WAITING
 from bot.core.redaction import redact
 from bot.errors import BadRequest, Forbidden, NotFound
+from bot.store.handoff_queue import numbered
 from bot.store.metrics import window_figures
 from bot.store.sql import utcnow
 from bot.store.tables import Agent, Handoff
@@ -193,13 +194,13 @@ async def list_handoffs(request: web.Request) -> web.Response:
             raise Forbidden("not one of your queues")
         names = [queue]
     state = request.query.get("state", "waiting")
-    if state == "waiting":
-        rows = list(await desk.queue.waiting(names))
+    if state == "waiting":  # whole queues in service order: positions come from this one query
+        handoffs = [handoff_json(h, p) for p, h in numbered(await desk.queue.waiting(names))]
     elif state == "callback_requested":
-        rows = list(await desk.queue.callbacks(names))
+        handoffs = [handoff_json(h) for h in await desk.queue.callbacks(names)]
     else:
         raise BadRequest("state must be waiting or callback_requested")
-    return web.json_response({"handoffs": [handoff_json(h) for h in rows]})
+    return web.json_response({"handoffs": handoffs})
 
 
 async def _visible_handoff(request: web.Request) -> Handoff:

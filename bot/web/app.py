@@ -185,6 +185,10 @@ async def demo_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(console.STATIC / "demo.html")
 
 
+async def landing_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(console.STATIC / "landing.html")
+
+
 async def background(app: web.Application) -> AsyncIterator[None]:
     """The desk's dispatcher and the webhook sender: started with the app, cancelled with it."""
     desk = app[DESK]
@@ -254,6 +258,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(background)
+    app.router.add_get("/", landing_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_post("/api/conversations/{conversation_id}/messages", post_message)

@@ -218,6 +218,36 @@ async def test_an_agent_acts_only_within_their_queues_and_role(
     assert bad.status == 400
 
 
+async def test_listed_handoffs_give_their_place_in_their_queue_while_waiting(
+    client: Client, supervisor: str
+) -> None:
+    _, ahead = await queued_customer(client, supervisor)
+    _, behind = await queued_customer(client, supervisor)
+    listed = await (await client.get("/api/handoffs", headers=bearer(supervisor))).json()
+    places = {h["id"]: (h["queue"], h["position"]) for h in listed["handoffs"]}
+    assert places[behind] == ("general", places[ahead][1] + 1)
+    for queue in {q for q, _ in places.values()}:  # every queue numbered from 1, as served
+        in_order = [p for q, p in places.values() if q == queue]
+        assert in_order == list(range(1, len(in_order) + 1))
+    queues = await (await client.get("/api/queues", headers=bearer(supervisor))).json()
+    shown = {h["id"]: (q["name"], h["position"]) for q in queues["queues"] for h in q["waiting"]}
+    assert shown == places
+    one = await (await client.get(f"/api/handoffs/{behind}", headers=bearer(supervisor))).json()
+    assert one["handoff"]["position"] == places[behind][1]
+
+
+async def test_listed_handoffs_have_no_position_once_they_stop_waiting(
+    app: web.Application, client: Client, supervisor: str
+) -> None:
+    _, handoff_id = await queued_customer(client, supervisor)
+    await app[DESK].request_callback(handoff_id)
+    listed = await (
+        await client.get("/api/handoffs?state=callback_requested", headers=bearer(supervisor))
+    ).json()
+    mine = [h for h in listed["handoffs"] if h["id"] == handoff_id]
+    assert [(h["state"], h["position"]) for h in mine] == [("callback_requested", None)]
+
+
 async def test_supervisor_metrics(app: web.Application, client: Client, supervisor: str) -> None:
     await queued_customer(client, supervisor)
     resp = await client.get("/api/metrics?hours=1", headers=bearer(supervisor))
