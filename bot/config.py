@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.failpoints import Failpoints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,8 @@ class Settings:
     asr_engine: str = "vosk"  # preferred recogniser: vosk (streaming) or whisper
     asr_endpoint_silence_ms: int = 600  # trailing silence that ends a caller's utterance
     vosk_keep_warm: int = 10  # Vosk recognisers of ended calls kept, graph cache warm, per model
+    # crash tests only: where the process kills itself (bot/failpoints.py); empty in service
+    failpoints: frozenset[str] = frozenset()
 
     @property
     def models_dir(self) -> Path:
@@ -180,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_ASR_ENGINE",
         "TRIAGE_VOSK_KEEP_WARM",
         "TRIAGE_ASR_ENDPOINT_SILENCE_MS",
+        "TRIAGE_FAILPOINTS",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
     if unknown:
@@ -247,7 +251,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "TRIAGE_ASR_ENDPOINT_SILENCE_MS", base.asr_endpoint_silence_ms, 100, 5000
         ),
         vosk_keep_warm=_int(env, "TRIAGE_VOSK_KEEP_WARM", base.vosk_keep_warm, 0, 1000),
+        failpoints=_failpoints(env, "TRIAGE_FAILPOINTS"),
     )
+
+
+def _failpoints(env: Mapping[str, str], key: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in env.get(key, "").split(",") if n.strip())
+    try:
+        Failpoints(names)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return names
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:

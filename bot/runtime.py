@@ -20,6 +20,7 @@ from bot.actions.webhook import ActionContext, make_action_app
 from bot.config import Settings
 from bot.core.conversation import ConversationService
 from bot.core.routing import RoutingTable, load_routing
+from bot.failpoints import Failpoints
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaSupervisor
 from bot.nlu.training import TrainingInputs, ensure_model
@@ -91,6 +92,7 @@ async def open_runtime(
     store = await SqlStore.open(settings.effective_database_url)
     nlu = RasaHttpClient(settings.rasa_urls, timeout_s=settings.rasa_timeout_s)
     supervisors: list[RasaSupervisor] = []
+    failpoints = Failpoints(settings.failpoints)
     try:
         await seed_demo_data(store)
         async with contextlib.AsyncExitStack() as stack:
@@ -101,7 +103,9 @@ async def open_runtime(
             if with_actions and not reused:
                 await stack.enter_async_context(
                     serve_action_webhook(
-                        ActionContext(store, routing), settings.action_port, settings.action_host
+                        ActionContext(store, routing, failpoints),
+                        settings.action_port,
+                        settings.action_host,
                     )
                 )
             if with_rasa and not reused and not external:
@@ -133,7 +137,9 @@ async def open_runtime(
                 store=store,
                 routing=routing,
                 nlu=nlu,
-                conversations=ConversationService(store, nlu, routing, settings.max_message_chars),
+                conversations=ConversationService(
+                    store, nlu, routing, settings.max_message_chars, failpoints
+                ),
                 supervisors=tuple(supervisors),
                 api_token=api_token_for(settings),
             )

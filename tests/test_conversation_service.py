@@ -50,10 +50,15 @@ class StoreWatchingNlu(FakeNluClient):
         self.seen: list[list[tuple[str, str, str]]] = []
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         self.seen.append(await stored(self.store, conversation_id))
-        return await super().turn(conversation_id, text, metadata)
+        return await super().turn(conversation_id, text, metadata, message_key=message_key)
 
 
 class SlotCountingNlu(FakeNluClient):
@@ -65,10 +70,15 @@ class SlotCountingNlu(FakeNluClient):
         self.metadata: list[dict[str, Any] | None] = []
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         self.metadata.append(metadata)
-        return await super().turn(conversation_id, text, metadata)
+        return await super().turn(conversation_id, text, metadata, message_key=message_key)
 
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:
         await super().set_slots(conversation_id, slots)
@@ -83,10 +93,15 @@ class DelayedNlu(FakeNluClient):
         self.delays_s = delays_s
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         await asyncio.sleep(self.delays_s[text])
-        return await super().turn(conversation_id, text, metadata)
+        return await super().turn(conversation_id, text, metadata, message_key=message_key)
 
 
 class GatedNlu(FakeNluClient):
@@ -99,17 +114,27 @@ class GatedNlu(FakeNluClient):
         self.entered = asyncio.Event()
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         if conversation_id == self.gated:
             self.entered.set()
             await self.gate.wait()
-        return await super().turn(conversation_id, text, metadata)
+        return await super().turn(conversation_id, text, metadata, message_key=message_key)
 
 
 class TimingOutNlu(FakeNluClient):
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         raise NluTimeout("Rasa did not answer in time")
 

@@ -4,6 +4,7 @@ the input channel (``bot/nlu/rasa_channel.py``) and the launcher's validation of
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import uuid
@@ -33,6 +34,7 @@ CHECK_NAMES = (
     "a_tracker_built_elsewhere_appends_only_what_is_new",
     "events_of_rasas_sql_store_are_taken_over",
     "entities_read_in_masked_text_are_masked_too",
+    "an_interrupted_turn_is_forgotten_from_its_message",
 )
 
 
@@ -84,6 +86,8 @@ async def test_the_triage_channel_rejects_malformed_turns(rasa_runtime: Runtime)
         {"sender": "", "message": "ciao"},
         {"sender": "x", "message": 42},
         {"sender": "x", "message": "ciao", "metadata": "nope"},
+        {"sender": "x", "message": "ciao", "message_id": 7},
+        {"sender": "x", "message": "ciao", "message_id": ""},
     ]
     async with aiohttp.ClientSession() as http:
         for body in bad_bodies:
@@ -91,3 +95,31 @@ async def test_the_triage_channel_rejects_malformed_turns(rasa_runtime: Runtime)
                 answer = await resp.json()
                 assert (resp.status, answer["error"]) == (400, "bad_request"), body
     assert _tracker_rows(rasa_runtime, "x") == []
+
+
+async def test_a_turn_sent_again_with_its_key_replaces_the_first_run(
+    rasa_runtime: Runtime,
+) -> None:
+    """The gateway runs a turn again (same message key) when it died before recording it: the
+    dialogue must hold the message once, not twice."""
+    conversation = f"again-{uuid.uuid4().hex[:8]}"
+    nlu = rasa_runtime.nlu
+    metadata = {"language": "it", "channel": "chat"}
+    await nlu.turn(conversation, "buongiorno", metadata, message_key="1")
+    first = await nlu.turn(conversation, "quanto devo pagare?", metadata, message_key="2")
+    again = await nlu.turn(conversation, "quanto devo pagare?", metadata, message_key="2")
+    assert again.parse.intent == first.parse.intent == "check_balance"
+    assert [r.text for r in again.replies] == [r.text for r in first.replies]
+    users = [
+        json.loads(data)
+        for kind, data in _tracker_rows(rasa_runtime, conversation)
+        if kind == "user"
+    ]
+    assert [(u["text"], u["message_id"]) for u in users] == [
+        ("buongiorno", "1"),
+        ("quanto devo pagare?", "2"),
+    ]
+    # a new key is a new message, even with the same text
+    await nlu.turn(conversation, "quanto devo pagare?", metadata, message_key="3")
+    users = [d for kind, d in _tracker_rows(rasa_runtime, conversation) if kind == "user"]
+    assert len(users) == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -220,17 +220,40 @@ async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
     assert (await store.get_conversation("ho-1")).state == "queued"
 
 
-async def test_handoff_since_finds_only_a_handoff_created_from_then_on(store: SqlStore) -> None:
-    await store.ensure_conversation("ho-since", "chat")
-    now = datetime.now(UTC)
-    old = make_handoff("ho-since", created_at=now - timedelta(minutes=10))
-    await store.add_handoff(old, "queued")
-    assert await store.handoff_since("ho-since", now - timedelta(seconds=1)) is None
+async def test_handoff_of_turn_finds_only_the_handoff_that_turn_made(store: SqlStore) -> None:
+    await store.ensure_conversation("ho-turn", "chat")
+    earlier = make_handoff("ho-turn")
+    earlier.turn_message = "7"
+    await store.add_handoff(earlier, "queued")
+    assert await store.handoff_of_turn("ho-turn", "8") is None
 
-    new = make_handoff("ho-since", created_at=now)
-    await store.add_handoff(new, "queued")
-    assert await store.handoff_since("ho-since", now - timedelta(seconds=1)) == (new.id, "billing")
-    assert await store.handoff_since("other-conversation", now - timedelta(hours=1)) is None
+    made = make_handoff("ho-turn")
+    made.turn_message = "8"
+    await store.add_handoff(made, "queued")
+    found = await store.handoff_of_turn("ho-turn", "8")
+    assert found is not None and found.id == made.id
+    assert await store.handoff_of_turn("other-conversation", "8") is None
+
+
+async def test_unanswered_messages_are_the_received_customer_messages_in_order(
+    store: SqlStore,
+) -> None:
+    for conversation in ("un-a", "un-b", "un-c"):
+        await store.ensure_conversation(conversation, "chat")
+    first = await store.add_message("un-b", "user", "uno")
+    await store.add_message("un-a", "user", "due", "processed")
+    second = await store.add_message("un-a", "user", "tre")
+    third = await store.add_message("un-b", "user", "quattro")
+    await store.add_message("un-b", "bot", "risposta", "sent")
+    await store.add_message("un-c", "user", "cinque", "failed")
+
+    assert [m.id for m in await store.unanswered_messages("un-b")] == [first, third]
+    assert [m.id for m in await store.unanswered_messages("un-b", before_id=third)] == [first]
+    assert [m.id for m in await store.unanswered_messages("un-a")] == [second]
+    assert await store.conversations_with_unanswered() == ["un-b", "un-a"]
+    await store.record_turn(first, "greet", 0.9, [])
+    await store.record_turn(third, "greet", 0.9, [])
+    assert await store.conversations_with_unanswered() == ["un-a"]
 
 
 async def test_add_handoff_leaves_conversation_state_when_insert_fails(store: SqlStore) -> None:

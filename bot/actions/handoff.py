@@ -69,6 +69,7 @@ async def hand_over(
                 IntentSeen(t.intent, t.confidence, t.timestamp) for t in tracker.user_turns()
             ),
             slots={k: v for k, v in tracker.slots.items() if k not in INTERNAL_SLOTS},
+            turn_message=tracker.turn_message,
         ),
     )
     result.set_slot("handoff_id", handoff.id).set_slot("pending_offer", None)

@@ -59,13 +59,29 @@ class Tracker:
             )
         return turns
 
+    def _last_user_index(self) -> int:
+        return max((i for i, e in enumerate(self.events) if e.get("event") == "user"), default=-1)
+
+    @property
+    def turn_message(self) -> str | None:
+        """The key of the customer message whose turn this is (the gateway's message key), or
+        None when the turn did not come from a stored message."""
+        last_user = self._last_user_index()
+        key = self.events[last_user].get("message_id") if last_user >= 0 else None
+        return key if isinstance(key, str) and key else None
+
+    def runs_this_turn(self, action: str) -> int:
+        """How many times ``action`` already ran since the latest customer message."""
+        return sum(
+            1
+            for e in self.events[self._last_user_index() + 1 :]
+            if e.get("event") == "action" and e.get("name") == action
+        )
+
     def slots_to_validate(self) -> dict[str, Any]:
         """Slots set since the last user message: the candidates a form validator must check."""
-        last_user = max(
-            (i for i, e in enumerate(self.events) if e.get("event") == "user"), default=-1
-        )
         found: dict[str, Any] = {}
-        for e in self.events[last_user + 1 :]:
+        for e in self.events[self._last_user_index() + 1 :]:
             if e.get("event") == "slot" and e.get("name") != "requested_slot":
                 found[str(e["name"])] = e.get("value")
         return found

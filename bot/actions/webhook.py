@@ -16,15 +16,27 @@ from aiohttp import web
 
 from bot.actions.tracker import ActionResult, Tracker
 from bot.core.routing import RoutingTable
+from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
+from bot.store.action_journal import ActionJournal, ActionKey
 from bot.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
+
+
+# Rasa runs the session start before it logs the customer message: its tracker's latest
+# message is the previous turn's, so it has no turn of its own to be journaled in.
+UNJOURNALED = frozenset({"action_session_start"})
 
 
 @dataclass(frozen=True)
 class ActionContext:
     store: SqlStore
     routing: RoutingTable
+    failpoints: Failpoints = NO_FAILPOINTS
+
+    @property
+    def journal(self) -> ActionJournal:
+        return ActionJournal(self.store)
 
 
 Action = Callable[[ActionContext, Tracker], Awaitable[ActionResult]]
@@ -52,11 +64,28 @@ async def run_action(
     if action is None:
         return 404, {"error": f"no custom action named {name!r}", "action_name": name}
     tracker = Tracker.from_request(body)
+    key = _journal_key(tracker, name)
+    if key is not None:
+        recorded = await ctx.journal.recorded(key)
+        if recorded is not None:  # the turn is being run again after a crash: same answer
+            return recorded.status, recorded.answer
+    status, answer = 200, {}
     try:
-        result = await action(ctx, tracker)
+        answer = (await action(ctx, tracker)).as_json()
     except RejectAction as exc:
-        return 400, {"error": str(exc) or "rejected", "action_name": name}
-    return 200, result.as_json()
+        status, answer = 400, {"error": str(exc) or "rejected", "action_name": name}
+    ctx.failpoints.reach(Failpoint.ACTION_RAN, name)
+    if key is not None:
+        await ctx.journal.record(key, status, answer)
+    ctx.failpoints.reach(Failpoint.ACTION_JOURNALED, name)
+    return status, answer
+
+
+def _journal_key(tracker: Tracker, action: str) -> ActionKey | None:
+    turn = tracker.turn_message
+    if turn is None or action in UNJOURNALED:
+        return None
+    return ActionKey(tracker.sender_id, turn, action, tracker.runs_this_turn(action))
 
 
 ACTION_CONTEXT = web.AppKey("action_context", ActionContext)

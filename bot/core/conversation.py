@@ -10,6 +10,14 @@ While the conversation waits for or talks with a person (``queued``, ``with_agen
 is stored and marked ``relayed`` instead: the bot stays out of it. A message that carries a
 channel's ``client_id`` already stored is not processed again (a resend after a reconnect).
 Messages of one conversation are handled one at a time, in arrival order.
+
+A crash (the process killed at any point of a turn) must not strand a customer whose message was
+acknowledged: a message stays ``received`` until its turn is recorded, and such a message is
+answered exactly once, in order, by whichever comes first: the next message of its conversation,
+a resend of it, or the sweep after a restart (``Desk.take_up_unanswered``). The turn is run
+again with the same key: Rasa's channel drops what an interrupted run of that message left in
+the tracker, and the action webhook answers actions that already ran from the action journal,
+so nothing is done twice (``bot/store/action_journal.py``).
 """
 
 from __future__ import annotations
@@ -19,20 +27,34 @@ import logging
 import unicodedata
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from bot.core.language import detect_language
 from bot.core.redaction import redact
 from bot.core.routing import Route, RouteKind, RoutingTable
 from bot.errors import NluUnavailable
+from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
 from bot.nlu.client import BotReply, Entity, NluClient
-from bot.store.sql import SqlStore, utcnow
-from bot.store.tables import Message
+from bot.store.action_journal import ActionJournal
+from bot.store.sql import SqlStore, turn_key
+from bot.store.tables import Conversation, Message
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LANGUAGE = "it"
+
+
+class MessageStatus(StrEnum):
+    """Where a stored message is: a customer's goes from ``received`` to one of the others."""
+
+    RECEIVED = "received"  # stored and acknowledged; its turn has not completed
+    PROCESSED = "processed"  # its turn completed and the replies are stored
+    RELAYED = "relayed"  # for the person handling the conversation; no bot turn
+    REJECTED = "rejected"  # empty or too long: answered with a system message
+    FAILED = "failed"  # the NLU was unavailable: answered with a system message
+    SENT = "sent"  # the bot's, an agent's or the system's message
 
 SYSTEM_TEXTS = {
     "empty": {
@@ -68,7 +90,9 @@ class TurnResult:
     stored: Message | None = None  # the customer's message as stored (masked)
     stored_replies: tuple[Message, ...] = ()  # the replies as stored, in order
     relayed: bool = False  # stored for the person handling the conversation; no bot turn
-    duplicate: bool = False  # this client_id was already stored; nothing was done again
+    duplicate: bool = False  # this client_id was already stored and answered; nothing redone
+    # earlier messages of the conversation, left unanswered by a crash, answered first
+    recovered: tuple[TurnResult, ...] = ()
 
 
 def clean_text(raw: str) -> str:
@@ -84,12 +108,19 @@ def clean_text(raw: str) -> str:
 
 class ConversationService:
     def __init__(
-        self, store: SqlStore, nlu: NluClient, routing: RoutingTable, max_message_chars: int
+        self,
+        store: SqlStore,
+        nlu: NluClient,
+        routing: RoutingTable,
+        max_message_chars: int,
+        failpoints: Failpoints = NO_FAILPOINTS,
     ) -> None:
         self.store = store
         self.nlu = nlu
         self.routing = routing
         self.max_message_chars = max_message_chars
+        self.failpoints = failpoints
+        self.journal = ActionJournal(store)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
@@ -114,13 +145,32 @@ class ConversationService:
 
         ``payload`` is what a quick-reply button sends to the NLU (``/affirm``) while ``text``
         (its title) is what the transcript shows. ``on_stored`` runs once the message is
-        durable, before the turn (a chat channel acknowledges it there).
+        durable, before the turn (a chat channel acknowledges it there). Earlier messages of
+        the conversation left unanswered by a crash are answered first (``recovered``).
         """
         lock = self._lock(conversation_id)
         async with lock:
             return await self._handle(
                 conversation_id, text, channel, language, client_id, payload, on_stored
             )
+
+    async def recover(self, conversation_id: str) -> list[TurnResult]:
+        """Answer the conversation's messages that were stored (and acknowledged) but whose turn
+        never completed because the process died: each once, oldest first."""
+        async with self._lock(conversation_id):
+            return await self._recover(conversation_id, before_id=None)
+
+    async def _recover(self, conversation_id: str, before_id: int | None) -> list[TurnResult]:
+        results = []
+        for row in await self.store.unanswered_messages(conversation_id, before_id):
+            conversation = await self.store.get_conversation(conversation_id)
+            # the raw text is gone: what was stored (masked) is all the turn can see again
+            results.append(
+                await self._turn(conversation, row, row.text, None, row.payload, resumed=True)
+            )
+        if results:
+            log.info("unanswered messages taken up again", extra={"count": len(results)})
+        return results
 
     async def _handle(
         self,
@@ -132,25 +182,58 @@ class ConversationService:
         payload: str | None,
         on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
-        started = utcnow()
         conversation = await self.store.ensure_conversation(conversation_id, channel)
         # stored masked (cards, IBANs, tax codes, phones, e-mails); the turn sees the raw text
         row, created = await self.store.add_message_once(
-            conversation_id, "user", redact(raw), client_id=client_id
+            conversation_id, "user", redact(raw), client_id=client_id, payload=payload
         )
-        message_id = row.id
+        self.failpoints.reach(Failpoint.MESSAGE_STORED)
         if on_stored is not None:
-            await on_stored(message_id)
+            await on_stored(row.id)
+        self.failpoints.reach(Failpoint.MESSAGE_ACKED)
+        earlier = tuple(await self._recover(conversation_id, before_id=row.id))
         if not created:
-            return TurnResult(
-                conversation_id,
-                message_id,
-                conversation.language or DEFAULT_LANGUAGE,
-                (),
-                duplicate=True,
-            )
-        if conversation.state in ("queued", "with_agent"):
-            await self.store.mark_message(message_id, "relayed")
+            if row.status != MessageStatus.RECEIVED:
+                return TurnResult(
+                    conversation_id,
+                    row.id,
+                    conversation.language or DEFAULT_LANGUAGE,
+                    (),
+                    duplicate=True,
+                    recovered=earlier,
+                )
+            # a resend of a message whose turn never completed (its process died): answer it
+            # now, from what was stored unless the resend is the same message
+            if redact(raw) != row.text:
+                raw, payload = row.text, row.payload
+        if earlier:
+            conversation = await self.store.get_conversation(conversation_id)
+        turn = await self._turn(conversation, row, raw, language, payload, resumed=not created)
+        return replace(turn, recovered=earlier)
+
+    async def _began_before(self, conversation_id: str, key: str) -> bool:
+        """Whether an interrupted turn of this message had already run actions (the handoff
+        that queued the conversation, say): then the turn is run again, not relayed."""
+        if await self.store.handoff_of_turn(conversation_id, key) is not None:
+            return True
+        return await self.journal.has_entries(conversation_id, key)
+
+    async def _turn(
+        self,
+        conversation: Conversation,
+        row: Message,
+        raw: str,
+        language: str | None,
+        payload: str | None,
+        *,
+        resumed: bool,
+    ) -> TurnResult:
+        conversation_id, message_id = conversation.id, row.id
+        key = turn_key(message_id)
+        if conversation.state in ("queued", "with_agent") and not (
+            resumed and await self._began_before(conversation_id, key)
+        ):
+            await self.store.mark_message(message_id, MessageStatus.RELAYED)
             return TurnResult(
                 conversation_id,
                 message_id,
@@ -171,7 +254,7 @@ class ConversationService:
 
         if not text or len(text) > self.max_message_chars:
             error = "empty" if not text else "too_long"
-            await self.store.mark_message(message_id, "rejected")
+            await self.store.mark_message(message_id, MessageStatus.REJECTED)
             return await self._system_reply(conversation_id, message_id, reply_lang, error)
 
         try:
@@ -179,15 +262,16 @@ class ConversationService:
             if decided_now and await self.store.has_processed_messages(conversation_id):
                 # an earlier message had no language evidence: Rasa's session has the default
                 await self.nlu.set_slots(conversation_id, {"language": lang})
-            metadata = {"language": reply_lang, "channel": channel}
+            metadata = {"language": reply_lang, "channel": conversation.channel}
             nlu_text = payload if payload and payload.startswith("/") else text
-            output = await self.nlu.turn(conversation_id, nlu_text, metadata)
+            output = await self.nlu.turn(conversation_id, nlu_text, metadata, message_key=key)
         except NluUnavailable as exc:
             log.warning("NLU unavailable; message kept", extra={"error": str(exc)})
-            await self.store.mark_message(message_id, "failed")
+            await self.store.mark_message(message_id, MessageStatus.FAILED)
             return await self._system_reply(
                 conversation_id, message_id, reply_lang, "nlu_unavailable"
             )
+        self.failpoints.reach(Failpoint.TURN_ANSWERED)
 
         parse = output.parse
         reply_rows = await self.store.record_turn(
@@ -196,13 +280,14 @@ class ConversationService:
             parse.confidence,
             [(r.text, [{"title": t, "payload": p} for t, p in r.buttons]) for r in output.replies],
         )
+        self.failpoints.reach(Failpoint.TURN_RECORDED)
         route = self.routing.route_for(parse.intent)
         new_handoff = None
         if output.slots.get("handoff_id"):  # set by this turn or an earlier one
-            since = await self.store.handoff_since(conversation_id, started)
-            if since is not None:
-                new_handoff, queue = since
-                route = Route(RouteKind.QUEUE, queue)
+            handoff = await self.store.handoff_of_turn(conversation_id, key)
+            if handoff is not None:
+                new_handoff = handoff.id
+                route = Route(RouteKind.QUEUE, handoff.queue)
         return TurnResult(
             conversation_id=conversation_id,
             message_id=message_id,

@@ -42,6 +42,9 @@ from bot.store.tables import Agent, Handoff, Message
 log = logging.getLogger(__name__)
 
 DISPATCH_INTERVAL_S = 1.0
+# what turns that never completed (nor were taken up again) left in the action journal
+JOURNAL_KEPT = timedelta(days=1)
+RECOVERY_POLL_S = 1.0
 DISPOSITIONS = ("resolved", "not_resolved", "follow_up", "wrong_queue", "spam")
 RETURNED_TEXTS = {
     "it": "Sono di nuovo l'assistente virtuale: il collega mi ha ripassato la conversazione. "
@@ -132,8 +135,28 @@ class Desk:
             payload=payload,
             on_stored=on_stored,
         )
+        for earlier in turn.recovered:
+            await self._publish(earlier)
+        await self._publish(turn)
+        return turn
+
+    async def take_up_unanswered(self) -> int:
+        """Answer every customer message left unanswered by a crash (stored and acknowledged,
+        its turn never recorded), conversation by conversation; returns how many."""
+        count = 0
+        for conversation_id in await self.store.conversations_with_unanswered():
+            for turn in await self.conversations.recover(conversation_id):
+                await self._publish(turn)
+                count += 1
+        await self.conversations.journal.purge(utcnow() - JOURNAL_KEPT)
+        return count
+
+    async def _publish(self, turn: TurnResult) -> None:
+        """Tell the live sockets what a turn stored: the bot's replies to the customer, a
+        relayed message to the agent's console, a new handoff to the queues."""
+        conversation_id = turn.conversation_id
         if turn.duplicate:
-            return turn
+            return
         if turn.relayed:
             handoff = await self.queue.active_for_conversation(conversation_id)
             if handoff is not None and turn.stored is not None:
@@ -143,14 +166,13 @@ class Desk:
                     "conversation_id": conversation_id,
                 }
                 self.hub.to_consoles(frame, queue=handoff.queue, agent_id=handoff.agent_id)
-            return turn
+            return
         for row in turn.stored_replies:
             self.hub.to_conversation(conversation_id, message_frame(row))
         if turn.handoff_id:
             handoff = await self.store.get_handoff(turn.handoff_id)
             if handoff is not None:
                 await self._after_change(handoff)
-        return turn
 
     async def queue_frame(
         self, handoff: Handoff, position: int | None = None, pace: tuple[int, float] | None = None
@@ -413,6 +435,17 @@ class Desk:
                 agent_id=agent.id,
             )
             await self._after_change(handoff)
+
+    async def run_recovery(self) -> None:
+        """Once the NLU answers, take up the messages a crash left unanswered (a restart's
+        first job; new messages of those conversations wait for it, in order)."""
+        while True:
+            if await self.nlu.is_ready():
+                break
+            await asyncio.sleep(RECOVERY_POLL_S)
+        count = await self.take_up_unanswered()
+        if count:
+            log.warning("answered customer messages a crash had left", extra={"count": count})
 
     async def run_dispatcher(self) -> None:
         while True:

@@ -36,6 +36,7 @@ class HandoffRequest:
     mode: str  # live | callback
     intents: tuple[IntentSeen, ...]
     slots: dict[str, Any]
+    turn_message: str | None = None  # the key of the customer message whose turn asks for it
 
 
 async def compute_priority(
@@ -71,7 +72,13 @@ def _summary(request: HandoffRequest, flows: list[dict[str, Any]]) -> str:
 async def create_handoff(
     store: SqlStore, routing: RoutingTable, request: HandoffRequest, now: datetime | None = None
 ) -> Handoff:
-    """Build the envelope from the store of record and commit it with the handoff row."""
+    """Build the envelope from the store of record and commit it with the handoff row.
+
+    A turn run again after a crash gets the handoff its first run made, not a second one."""
+    if request.turn_message is not None:
+        made = await store.handoff_of_turn(request.conversation_id, request.turn_message)
+        if made is not None:
+            return made
     now = now or utcnow()
     conversation = await store.get_conversation(request.conversation_id)
     customer = (
@@ -153,6 +160,7 @@ async def create_handoff(
         enqueued_at=now,
         channel=conversation.channel,
         language=conversation.language,
+        turn_message=request.turn_message,
     )
     # a callback is booked and the customer goes on with the bot; a live handoff waits
     await store.add_handoff(handoff, conversation_state="queued" if state == "queued" else "bot")

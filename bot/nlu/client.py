@@ -53,12 +53,19 @@ class NluClient(Protocol):
         """Intent and entities of one utterance, outside any conversation."""
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         """Send one user message through the dialogue and return the bot's replies.
 
         ``metadata`` (the conversation's language, its channel) reaches the session-start
-        action, which sets the matching slots when Rasa opens a session.
+        action, which sets the matching slots when Rasa opens a session. ``message_key``
+        identifies the stored message: a second turn with the same key (after a crash) replaces
+        whatever an interrupted first one left in the dialogue instead of adding to it.
         """
 
     async def set_slots(self, conversation_id: str, slots: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ class FakeNluClient:
         self._respond = respond or (lambda text: ("inform", [f"echo: {text}"]))
         self.down = False
         self.turns: list[tuple[str, str]] = []
+        self.message_keys: list[str | None] = []
         self.slots: dict[str, dict[str, Any]] = {}
 
     def _check(self) -> None:
@@ -28,10 +29,16 @@ class FakeNluClient:
         return ParseResult(text=text, intent=intent, confidence=0.9)
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
         self._check()
         self.turns.append((conversation_id, text))
+        self.message_keys.append(message_key)
         if conversation_id not in self.slots and metadata and "language" in metadata:
             # like Rasa's session start: the first message's metadata sets the language slot
             self.slots[conversation_id] = {"language": metadata["language"]}

@@ -81,9 +81,20 @@ class RasaHttpClient:
         return parse_result_from_rasa(data, text)
 
     async def turn(
-        self, conversation_id: str, text: str, metadata: dict[str, Any] | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        message_key: str | None = None,
     ) -> TurnOutput:
-        payload = {"sender": conversation_id, "message": text, "metadata": metadata or {}}
+        payload: dict[str, Any] = {
+            "sender": conversation_id,
+            "message": text,
+            "metadata": metadata or {},
+        }
+        if message_key is not None:
+            payload["message_id"] = message_key
         # The project's own channel (bot/nlu/rasa_channel.py): the replies and the tracker's
         # state after the turn in one answer.
         answer = await self._request(self.worker_for(conversation_id), "POST", TURN_PATH, payload)

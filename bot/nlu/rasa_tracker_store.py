@@ -49,6 +49,7 @@ from rasa.core.tracker_store import (  # type: ignore[import-not-found]
 from rasa.shared.core.events import (  # type: ignore[import-not-found]
     ActionExecuted,
     SessionStarted,
+    UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker  # type: ignore[import-not-found]
 
@@ -214,6 +215,29 @@ class TriageTrackerStore(TrackerStore, SerializedTrackerAsText):  # type: ignore
             # a new session (the next turn starts from it), or a tracker that is not the one
             # cached (a full tracker, or one built elsewhere): the next turn reads it back
             self._cache.pop(sender_id, None)
+
+    async def forget_from_message(self, sender_id: str, message_id: str) -> bool:
+        """Delete the customer message with this id and every event after it (a turn that was
+        interrupted and is run again); False if the conversation has no such message."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (first,) = db.execute(
+                "SELECT MIN(seq) FROM tracker_events WHERE sender_id = ? AND type_name = ? "
+                "AND json_extract(data, '$.message_id') = ?",
+                (sender_id, UserUttered.type_name, message_id),
+            ).fetchone()
+            if first is not None:
+                db.execute(
+                    "DELETE FROM tracker_events WHERE sender_id = ? AND seq >= ?",
+                    (sender_id, first),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._cache.pop(sender_id, None)
+        return first is not None
 
     def _stored_in_last_session(self, sender_id: str) -> int:
         (count,) = self._db.execute(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, func, inspect, select, update
+from sqlalchemy import Connection, delete, event, func, inspect, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -27,6 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from bot.core.handoff_state import created_webhook
 from bot.errors import NotFound
 from bot.store.tables import (
+    ActionCall,
     Base,
     Conversation,
     Customer,
@@ -42,6 +43,11 @@ from bot.store.tables import (
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def turn_key(message_id: int) -> str:
+    """The key of a customer message's turn, as the NLU and the action webhook see it."""
+    return str(message_id)
 
 
 def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -171,6 +177,7 @@ class SqlStore:
         *,
         client_id: str | None = None,
         buttons: list[dict[str, str]] | None = None,
+        payload: str | None = None,
     ) -> tuple[Message, bool]:
         """(row, created): a message with a ``client_id`` already stored is not stored again."""
         text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
@@ -184,6 +191,7 @@ class SqlStore:
             created_at=utcnow(),
             client_id=client_id,
             buttons=buttons or None,
+            payload=payload,
         )
         try:
             async with self.session() as s:
@@ -211,7 +219,8 @@ class SqlStore:
         replies: Sequence[tuple[str, list[dict[str, str]]]],
     ) -> list[Message]:
         """Mark the user message processed and store the bot's replies (text, buttons) in one
-        transaction; returns the replies' rows."""
+        transaction; returns the replies' rows. The turn's action answers kept in case it had
+        to be run again are dropped in the same transaction."""
         now = utcnow()
         async with self.session() as s:
             await s.execute(
@@ -221,6 +230,12 @@ class SqlStore:
             )
             conversation_id = await s.scalar(
                 select(Message.conversation_id).where(Message.id == message_id)
+            )
+            await s.execute(
+                delete(ActionCall).where(
+                    ActionCall.conversation_id == conversation_id,
+                    ActionCall.turn_message == turn_key(message_id),
+                )
             )
             rows = [
                 Message(
@@ -261,6 +276,32 @@ class SqlStore:
                 .order_by(Message.id)
             )
             return result.all()
+
+    async def unanswered_messages(
+        self, conversation_id: str, before_id: int | None = None
+    ) -> Sequence[Message]:
+        """Customer messages stored (and acknowledged) whose turn never completed, oldest first:
+        the process handling them died. ``before_id`` keeps only older ones."""
+        query = select(Message).where(
+            Message.conversation_id == conversation_id,
+            Message.sender == "user",
+            Message.status == "received",
+        )
+        if before_id is not None:
+            query = query.where(Message.id < before_id)
+        async with self.session() as s:
+            return (await s.scalars(query.order_by(Message.id))).all()
+
+    async def conversations_with_unanswered(self) -> list[str]:
+        """Conversations holding unanswered customer messages, the longest waiting first."""
+        async with self.session() as s:
+            rows = await s.execute(
+                select(Message.conversation_id, func.min(Message.id).label("first"))
+                .where(Message.sender == "user", Message.status == "received")
+                .group_by(Message.conversation_id)
+                .order_by("first")
+            )
+            return [conversation_id for conversation_id, _ in rows]
 
     async def has_processed_messages(self, conversation_id: str) -> bool:
         """Whether any user message of this conversation already went through the NLU."""
@@ -442,18 +483,18 @@ class SqlStore:
         async with self.session() as s:
             return await s.get(Handoff, handoff_id)
 
-    async def handoff_since(self, conversation_id: str, since: datetime) -> tuple[str, str] | None:
-        """(id, queue) of this conversation's latest handoff created at or after ``since``."""
+    async def handoff_of_turn(self, conversation_id: str, turn_message: str) -> Handoff | None:
+        """The handoff that the turn of this customer message created, if any."""
         async with self.session() as s:
-            row = (
-                await s.execute(
-                    select(Handoff.id, Handoff.queue)
-                    .where(Handoff.conversation_id == conversation_id, Handoff.created_at >= since)
-                    .order_by(Handoff.created_at.desc())
-                    .limit(1)
+            return await s.scalar(
+                select(Handoff)
+                .where(
+                    Handoff.conversation_id == conversation_id,
+                    Handoff.turn_message == turn_message,
                 )
-            ).first()
-            return (row[0], row[1]) if row else None
+                .order_by(Handoff.created_at.desc())
+                .limit(1)
+            )
 
     async def recent_contact_on_topic(
         self, customer_id: str, topic: str, within: timedelta, exclude_conversation: str

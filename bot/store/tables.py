@@ -105,6 +105,9 @@ class Message(Base):
     created_at: Mapped[datetime]
     client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # chat idempotency
     buttons: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    # what a quick-reply button sends to the NLU (``/affirm``), kept so that a turn interrupted
+    # by a crash is taken up again with the same input
+    payload: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class FlowResult(Base):
@@ -164,6 +167,9 @@ class Handoff(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # the customer message whose turn created the handoff (its NLU message key): a turn taken
+    # up again after a crash finds the handoff it already made instead of making a second one
+    turn_message: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 Index("ix_handoffs_waiting", Handoff.queue, Handoff.state, Handoff.priority, Handoff.enqueued_at)
@@ -184,6 +190,25 @@ class HandoffEvent(Base):
     # the signed webhook event this transition sends (handoff.accepted, ...), if any: the event
     # rows are the webhook outbox, committed with the transition itself
     webhook: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class ActionCall(Base):
+    """The answer of one custom action within one turn, kept until the turn is recorded.
+
+    A turn interrupted by a crash is run again; an action it had already run answers from here
+    instead of running twice (a reading stored twice, a second ticket). Keyed by the turn's
+    message and the action's occurrence within the turn (the same action may run twice).
+    """
+
+    __tablename__ = "action_calls"
+
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    turn_message: Mapped[str] = mapped_column(String(64), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64), primary_key=True)
+    occurrence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered to Rasa
+    answer: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
 
 
 class WebhookCursor(Base):

@@ -190,18 +190,21 @@ async def landing_page(request: web.Request) -> web.FileResponse:
 
 
 async def background(app: web.Application) -> AsyncIterator[None]:
-    """The desk's dispatcher and the webhook sender: started with the app, cancelled with it."""
+    """The desk's dispatcher, its recovery of unanswered messages and the webhook sender:
+    started with the app, cancelled with it."""
     desk = app[DESK]
     sender = desk.notifier if isinstance(desk.notifier, WebhookSender) else None
     if sender is not None:
         await sender.start()
     dispatcher = asyncio.create_task(desk.run_dispatcher())
+    recovery = asyncio.create_task(desk.run_recovery())
     try:
         yield
     finally:
-        dispatcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatcher
+        for task in (recovery, dispatcher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if sender is not None:
             await sender.stop()
 

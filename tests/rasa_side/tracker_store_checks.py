@@ -183,6 +183,32 @@ async def entities_read_in_masked_text_are_masked_too(work: Path) -> None:
     assert tracker.latest_message.text == text  # the live tracker keeps the text
 
 
+async def an_interrupted_turn_is_forgotten_from_its_message(work: Path) -> None:
+    db = work / "h.db"
+    store = TriageTrackerStore(DOMAIN, db=str(db))
+    tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
+    tracker.update_with_events(session_events("prima"), DOMAIN)
+    tracker.update_with_events(
+        [
+            ActionExecuted("action_listen"),
+            UserUttered("seconda", {"name": "ask_human"}, message_id="42"),
+            SlotSet("customer_code", "CL100002"),
+            BotUttered("La passo a un collega"),
+        ],
+        DOMAIN,
+    )
+    await store.save(tracker)
+    assert len(rows(db, "c1")) == 10
+    assert not await store.forget_from_message("c1", "41")  # no such message: nothing changes
+    assert len(rows(db, "c1")) == 10
+    assert await store.forget_from_message("c1", "42")
+    assert [t for _, t, _ in rows(db, "c1")] == [e.type_name for e in list(tracker.events)[:7]]
+    back = await store.retrieve("c1")
+    assert back is not tracker and back.latest_message.text == "prima"
+    assert back.get_slot("customer_code") == "CL100001"
+    assert not await store.forget_from_message("c2", "42")  # another conversation's key
+
+
 CHECKS: list[Callable[[Path], Awaitable[None]]] = [
     a_saved_tracker_is_served_from_memory_and_stored_masked,
     a_changed_unsaved_tracker_is_read_again,
@@ -191,6 +217,7 @@ CHECKS: list[Callable[[Path], Awaitable[None]]] = [
     a_tracker_built_elsewhere_appends_only_what_is_new,
     events_of_rasas_sql_store_are_taken_over,
     entities_read_in_masked_text_are_masked_too,
+    an_interrupted_turn_is_forgotten_from_its_message,
 ]
 
 
