@@ -1,10 +1,10 @@
 """Voice benchmarks: turn latency through the whole pipeline, and concurrent calls with real
 recognition.
 
-Every call is the real call loop (``voice.call.call.Call``) with its caller on a second RTP session on
-loopback (``bot.phone.loopback``): RTP, the jitter buffer, G.711, resampling, the recogniser, the
-synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its absolute clock. The
-caller's speech is made with espeak-ng.
+Every call is the real call loop (``voice.call.call.Call``) with its caller on a second RTP
+session on loopback (``bot.phone.loopback``): RTP, the jitter buffer, G.711, resampling, the
+recogniser, the synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its
+absolute clock. The caller's speech is made with espeak-ng.
 
 ``latency``: a real runtime (Rasa with the project's model, the store, ``PhoneBrain``) and a real
 recogniser: Vosk streaming with the packaged Korean model (the only Vosk model that installs
