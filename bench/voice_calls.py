@@ -64,8 +64,6 @@ from bot.phone.engines import recognizer_factory
 from bot.phone.lines import load_phone_lines
 from bot.phone.loopback import loopback_call, read_wav_8k
 from bot.runtime import open_runtime
-from bot.web.app import make_app
-from bot.web.keys import DESK
 from voice.asr.base import ASR_RATE_HZ, AsrEvent, AsrFinal, Recognizer
 from voice.asr.gate import VoiceGate
 from voice.asr.models import packaged_model_path
@@ -238,7 +236,7 @@ async def latency(args: argparse.Namespace) -> int:
             recognizer_source(args.engine, silence_ms=args.silence_ms) as source,
         ):
             new_recognizer, silence_ms = source.new_recognizer, source.silence_ms
-            brain = PhoneBrain(make_app(runtime)[DESK], lines)
+            brain = PhoneBrain(runtime.desk, lines, runtime.pack.manifest.keyed_slots)
             synthesizer = PromptCache(Pyttsx3Synthesizer())
             engines = CallEngines(
                 brain,

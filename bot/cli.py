@@ -20,15 +20,14 @@ from aiohttp import web
 from bot.agents_cli import ADMIN_ID, ensure_first_account
 from bot.agents_cli import add_parsers as add_agent_parsers
 from bot.config import Settings, load_settings
-from bot.core.desk import Desk, DeskSettings
-from bot.core.hub import Frame, Hub
+from bot.core.hub import Frame
 from bot.core.language import detect_language
 from bot.core.routing import load_routing
 from bot.errors import BotError, ConfigError
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.phone.lines import load_phone_lines
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import open_runtime
 from bot.voice_cli import add_parsers as add_voice_parsers
 from voice.errors import VoiceError
 
@@ -63,7 +62,6 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     async with open_runtime(settings, reuse_rasa=False) as runtime:
         from bot.phone.line import open_phone_line
         from bot.web.app import make_app
-        from bot.web.keys import DESK
 
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
@@ -91,7 +89,9 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             else "triage: API token from TRIAGE_API_TOKEN"
         )
         try:
-            async with open_phone_line(settings, app[DESK]) as line:
+            async with open_phone_line(
+                settings, runtime.desk, runtime.pack.manifest.keyed_slots
+            ) as line:
                 host, port = line.local_address[:2]
                 lines = load_phone_lines(settings.phone_file)
                 print(f"triage: phone line (SIP over UDP) on {host}:{port}; call")
@@ -162,25 +162,9 @@ def queue_line(frame: Frame) -> str:
     return line + f" Estimated wait: about {minutes} minute{'' if minutes == 1 else 's'}."
 
 
-def shell_desk(runtime: Runtime) -> Desk:
-    """A desk that only answers what a customer sees of their handoff (nobody joins its hub)."""
-    return Desk(
-        store=runtime.store,
-        conversations=runtime.conversations,
-        nlu=runtime.nlu,
-        routing=runtime.routing,
-        hub=Hub(),
-        settings=DeskSettings(
-            offer_timeout_s=runtime.settings.offer_timeout_s,
-            abandon_after_s=runtime.settings.abandon_after_s,
-            default_handle_s=runtime.settings.default_handle_s,
-        ),
-    )
-
-
 async def cmd_shell(settings: Settings, args: argparse.Namespace) -> int:
     async with open_runtime(settings) as runtime:
-        desk = shell_desk(runtime)
+        desk = runtime.desk
         conversation_id = f"cli-{uuid.uuid4().hex[:12]}"
         print(f"triage shell: conversation {conversation_id}. Type your message; Ctrl-D ends.")
         while True:

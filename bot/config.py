@@ -14,10 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bot.domain_pack import DEFAULT_DOMAIN, Manifest, locate_pack, read_manifest
 from bot.errors import ConfigError
 from bot.failpoints import Failpoints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_manifest() -> Manifest:
+    return read_manifest(locate_pack(DEFAULT_DOMAIN)[0])
 
 
 def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
@@ -64,8 +69,12 @@ class Settings:
     # the gateway needs CPU too.
     rasa_workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     database_url: str = ""
-    nlu_data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "nlu_data")
-    routing_file: Path = field(default_factory=lambda: PROJECT_ROOT / "config" / "routing.yml")
+    # the domain pack (TRIAGE_DOMAIN: a directory, a package or a pack name; bot/domain.py) and
+    # what is read from it: its name, Rasa data, routing and phone lines
+    domain: str = DEFAULT_DOMAIN
+    domain_name: str = DEFAULT_DOMAIN
+    nlu_data_dir: Path = field(default_factory=lambda: _default_manifest().rasa_data)
+    routing_file: Path = field(default_factory=lambda: _default_manifest().routing_file)
     rasa_python: Path = field(
         default_factory=lambda: PROJECT_ROOT / ".venv-rasa" / "bin" / "python"
     )
@@ -90,7 +99,7 @@ class Settings:
     # speech models: where `triage models download` fetches Vosk models (a local mirror works)
     vosk_model_site: str = "https://alphacephei.com/vosk/models/"
     # the phone line
-    phone_file: Path = field(default_factory=lambda: PROJECT_ROOT / "config" / "phone.yml")
+    phone_file: Path = field(default_factory=lambda: _default_manifest().phone_file)
     sip_host: str = "127.0.0.1"  # where the SIP bridge listens (a PBX or trunk sends calls here)
     sip_advertised_host: str = ""  # the address put in Contact and SDP (default: sip_host)
     rtp_port_min: int = 40000
@@ -105,6 +114,10 @@ class Settings:
     asr_engine: str = "vosk"  # preferred recogniser: vosk (streaming) or whisper
     asr_endpoint_silence_ms: int = 600  # trailing silence that ends a caller's utterance
     vosk_keep_warm: int = 10  # Vosk recognisers of ended calls kept, graph cache warm, per model
+    # the company's back office over HTTP (docs/back-office-api.md): overrides the pack's
+    backoffice_url: str = ""
+    backoffice_token: str = ""  # sent as a bearer token
+    backoffice_hmac_secret: str = ""  # signs every request (X-Triage-Signature)
     # crash tests only: where the process kills itself (bot/failpoints.py); empty in service
     failpoints: frozenset[str] = frozenset()
 
@@ -184,11 +197,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TRIAGE_VOSK_KEEP_WARM",
         "TRIAGE_ASR_ENDPOINT_SILENCE_MS",
         "TRIAGE_FAILPOINTS",
+        "TRIAGE_DOMAIN",
+        "TRIAGE_BACKOFFICE_URL",
+        "TRIAGE_BACKOFFICE_TOKEN",
+        "TRIAGE_BACKOFFICE_HMAC_SECRET",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
     base = Settings()
+    domain = env.get("TRIAGE_DOMAIN", "") or DEFAULT_DOMAIN
+    manifest = read_manifest(locate_pack(domain)[0])
     url = env.get("TRIAGE_DATABASE_URL", "")
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
@@ -209,8 +228,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rasa_port=_int(env, "TRIAGE_RASA_PORT", base.rasa_port, 1, 65535),
         rasa_workers=_int(env, "TRIAGE_RASA_WORKERS", base.rasa_workers, 1, 8),
         database_url=url,
-        nlu_data_dir=_path(env, "TRIAGE_NLU_DATA_DIR", base.nlu_data_dir),
-        routing_file=_path(env, "TRIAGE_ROUTING_FILE", base.routing_file),
+        domain=domain,
+        domain_name=manifest.name,
+        nlu_data_dir=_path(env, "TRIAGE_NLU_DATA_DIR", manifest.rasa_data),
+        routing_file=_path(env, "TRIAGE_ROUTING_FILE", manifest.routing_file),
         rasa_python=_path(env, "TRIAGE_RASA_PYTHON", base.rasa_python),
         rasa_timeout_s=_float(env, "TRIAGE_RASA_TIMEOUT_S", base.rasa_timeout_s, 0.1, 600),
         rasa_start_timeout_s=_float(
@@ -230,7 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_url=_webhook_url(env),
         webhook_secret=env.get("TRIAGE_WEBHOOK_SECRET", ""),
         vosk_model_site=_site(env, "TRIAGE_VOSK_MODEL_SITE", base.vosk_model_site),
-        phone_file=_path(env, "TRIAGE_PHONE_FILE", base.phone_file),
+        phone_file=_path(env, "TRIAGE_PHONE_FILE", manifest.phone_file),
         sip_host=env.get("TRIAGE_SIP_HOST", base.sip_host),
         sip_advertised_host=env.get("TRIAGE_SIP_ADVERTISED_HOST", ""),
         rtp_port_min=rtp_min,
@@ -252,7 +273,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         vosk_keep_warm=_int(env, "TRIAGE_VOSK_KEEP_WARM", base.vosk_keep_warm, 0, 1000),
         failpoints=_failpoints(env, "TRIAGE_FAILPOINTS"),
+        backoffice_url=_backoffice_url(env),
+        backoffice_token=env.get("TRIAGE_BACKOFFICE_TOKEN", ""),
+        backoffice_hmac_secret=env.get("TRIAGE_BACKOFFICE_HMAC_SECRET", ""),
     )
+
+
+def _backoffice_url(env: Mapping[str, str]) -> str:
+    url = env.get("TRIAGE_BACKOFFICE_URL", "").rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("TRIAGE_BACKOFFICE_URL must be an http:// or https:// URL")
+    return url
 
 
 def _failpoints(env: Mapping[str, str], key: str) -> frozenset[str]:

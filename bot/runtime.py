@@ -1,4 +1,5 @@
-"""Assembling the gateway: store, routing, action webhook, Rasa (trained and supervised), service.
+"""Assembling the gateway: store, domain pack and its back office, routing, action webhook, Rasa
+(trained and supervised), service.
 
 ``open_runtime`` is the one place that starts and stops these parts, in order, for ``triage
 serve``, ``triage shell``, ``triage nlu`` and the tests.
@@ -16,16 +17,25 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.actions.webhook import ActionContext, make_action_app
+from bot.actions.context import ActionContext
+from bot.actions.webhook import make_action_app
+from bot.backoffice.protocol import BackOffice
 from bot.config import Settings
 from bot.core.conversation import ConversationService
+from bot.core.desk import Desk, DeskSettings
+from bot.core.hub import Hub
+from bot.core.language import GENERIC, LanguageDetector
 from bot.core.routing import RoutingTable, load_routing
+from bot.domain import EmbeddedContext
+from bot.domain_pack import DomainPack, load_pack
+from bot.errors import ConfigError
 from bot.failpoints import Failpoints
+from bot.nlu.evaluation import load_examples
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaSupervisor
 from bot.nlu.training import TrainingInputs, ensure_model
-from bot.store.seed import seed_demo_data
 from bot.store.sql import SqlStore
+from bot.web.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +44,12 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     store: SqlStore
+    pack: DomainPack
+    back_office: BackOffice
     routing: RoutingTable
     nlu: RasaHttpClient
     conversations: ConversationService
+    desk: Desk  # where customers, the bot, the queue and agents meet; channels share it
     # the supervised Rasa workers (none when Rasa runs elsewhere or is reused)
     supervisors: tuple[RasaSupervisor, ...]
     api_token: str
@@ -56,12 +69,78 @@ def api_token_for(settings: Settings) -> str:
     return token
 
 
+async def open_back_office(settings: Settings, pack: DomainPack, store: SqlStore) -> BackOffice:
+    """The pack's back office: the company's over HTTP when a URL is set (the pack's or
+    TRIAGE_BACKOFFICE_URL), otherwise the pack's embedded one (its demo data)."""
+    config = pack.manifest.back_office
+    url = settings.backoffice_url or config.url
+    if url or config.kind == "http":
+        if not url:
+            raise ConfigError(
+                f"{pack.manifest.root / 'pack.yml'}: back_office.kind is http but it has no url "
+                "and TRIAGE_BACKOFFICE_URL is not set"
+            )
+        from bot.backoffice.http import HttpBackOffice
+
+        return HttpBackOffice(
+            url,
+            pack.manifest.operations,
+            token=settings.backoffice_token,
+            hmac_secret=settings.backoffice_hmac_secret,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+        )
+    if pack.embedded_back_office is None:
+        raise ConfigError(f"the domain pack {pack.name!r} has no embedded back office")
+    return await pack.embedded_back_office(
+        EmbeddedContext(store.engine, store.create_tables, settings.data_dir)
+    )
+
+
+def language_detector(rasa_data: Path, languages: tuple[str, ...]) -> LanguageDetector:
+    """Function words plus the pack's vocabulary, from its training examples per language."""
+    examples = {}
+    for language in languages:
+        path = rasa_data / "data" / "nlu" / f"{language}.yml"
+        if path.is_file():
+            examples[language] = [text for text, _ in load_examples(path)]
+    return GENERIC.with_vocabulary(examples)
+
+
+def make_desk(
+    settings: Settings,
+    store: SqlStore,
+    conversations: ConversationService,
+    back_office: BackOffice,
+    routing: RoutingTable,
+) -> Desk:
+    """The desk with an in-process hub, and the webhook sender when a receiver is set."""
+    return Desk(
+        store=store,
+        conversations=conversations,
+        nlu=conversations.nlu,
+        back_office=back_office,
+        routing=routing,
+        hub=Hub(),
+        settings=DeskSettings(
+            offer_timeout_s=settings.offer_timeout_s,
+            abandon_after_s=settings.abandon_after_s,
+            default_handle_s=settings.default_handle_s,
+        ),
+        notifier=(
+            WebhookSender(store, settings.webhook_url, settings.webhook_secret)
+            if settings.webhook_url
+            else None
+        ),
+    )
+
+
 @contextlib.asynccontextmanager
 async def serve_action_webhook(
-    ctx: ActionContext, port: int, host: str = "127.0.0.1"
+    ctx: ActionContext, pack: DomainPack, port: int, host: str = "127.0.0.1"
 ) -> AsyncIterator[None]:
     """The custom-action endpoint; loopback unless Rasa runs in another container."""
-    runner = web.AppRunner(make_action_app(ctx), access_log=None)
+    runner = web.AppRunner(make_action_app(ctx, pack.actions), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -88,14 +167,16 @@ async def open_runtime(
     with_actions: bool = True,
     model: Path | None = None,
 ) -> AsyncIterator[Runtime]:
+    pack = load_pack(settings.domain)
     routing = load_routing(settings.routing_file)
     store = await SqlStore.open(settings.effective_database_url)
     nlu = RasaHttpClient(settings.rasa_urls, timeout_s=settings.rasa_timeout_s)
     supervisors: list[RasaSupervisor] = []
     failpoints = Failpoints(settings.failpoints)
     try:
-        await seed_demo_data(store)
         async with contextlib.AsyncExitStack() as stack:
+            back_office = await open_back_office(settings, pack, store)
+            stack.push_async_callback(back_office.close)
             external = bool(settings.external_rasa_url)
             reused = (
                 not external and reuse_rasa and with_rasa and await rasa_answers(settings.rasa_urls)
@@ -103,7 +184,15 @@ async def open_runtime(
             if with_actions and not reused:
                 await stack.enter_async_context(
                     serve_action_webhook(
-                        ActionContext(store, routing, failpoints),
+                        ActionContext(
+                            store,
+                            routing,
+                            back_office,
+                            pack.manifest.operations,
+                            pack.manifest.private_slots,
+                            failpoints,
+                        ),
+                        pack,
                         settings.action_port,
                         settings.action_host,
                     )
@@ -132,14 +221,23 @@ async def open_runtime(
                 await asyncio.gather(*(supervisor.start() for supervisor in supervisors))
             elif reused:
                 log.info("reusing the Rasa server already running", extra={"url": nlu.base_url})
+            conversations = ConversationService(
+                store,
+                nlu,
+                routing,
+                settings.max_message_chars,
+                failpoints,
+                language_detector(settings.nlu_data_dir, pack.manifest.languages),
+            )
             yield Runtime(
                 settings=settings,
                 store=store,
+                pack=pack,
+                back_office=back_office,
                 routing=routing,
                 nlu=nlu,
-                conversations=ConversationService(
-                    store, nlu, routing, settings.max_message_chars, failpoints
-                ),
+                conversations=conversations,
+                desk=make_desk(settings, store, conversations, back_office, routing),
                 supervisors=tuple(supervisors),
                 api_token=api_token_for(settings),
             )

@@ -97,8 +97,6 @@ async def cmd_call(settings: Settings, args: argparse.Namespace) -> int:
     from bot.phone.lines import load_phone_lines
     from bot.phone.loopback import loopback_call, play_turns, read_wav_8k
     from bot.runtime import open_runtime
-    from bot.web.app import make_app
-    from bot.web.keys import DESK
 
     lines = load_phone_lines(settings.phone_file)
     try:
@@ -107,7 +105,7 @@ async def cmd_call(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read the audio: {exc}") from None
     dialled = args.dialled or lines.number_for(args.lang)
     async with open_runtime(settings) as runtime:
-        brain = PhoneBrain(make_app(runtime)[DESK], lines)
+        brain = PhoneBrain(runtime.desk, lines, runtime.pack.manifest.keyed_slots)
         async with (
             open_call_engines(
                 brain,

@@ -9,7 +9,6 @@ RUN apt-get update \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TRIAGE_DATA_DIR=/data \
-    TRIAGE_ROUTING_FILE=/app/config/routing.yml \
     TRIAGE_NLU_DATA_DIR=/app/nlu_data
 
 WORKDIR /app
@@ -17,7 +16,8 @@ COPY pyproject.toml /app/
 COPY bot/ /app/bot/
 COPY voice/ /app/voice/
 RUN pip install --no-cache-dir .
-COPY config/ /app/config/
+# the sample domain pack (bot/domains/energy) is installed with the package; its Rasa data is
+# the repository's nlu_data/, copied here and named by TRIAGE_NLU_DATA_DIR
 COPY nlu_data/ /app/nlu_data/
 
 VOLUME /data

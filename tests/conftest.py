@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded store of record on each supported backend.
+"""Shared fixtures: a store of record on each supported backend, the sample pack's embedded back
+office on it, and a real Rasa runtime.
 
 ``store`` runs every test that uses it twice: on a SQLite file (WAL applies only to files) and on
 a fresh, throw-away PostgreSQL database. PostgreSQL is skipped when the server does not answer,
@@ -24,9 +25,10 @@ import yaml
 from sqlalchemy.engine import URL, make_url
 
 from bot.config import Settings
+from bot.domain import EmbeddedContext
+from bot.domains.energy.backoffice import EnergyDemoBackOffice, embedded_back_office
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.runtime import Runtime, open_runtime
-from bot.store.seed import seed_demo_data
 from bot.store.sql import SqlStore
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -94,16 +96,22 @@ async def _postgres_store() -> AsyncIterator[SqlStore]:
     ]
 )
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    """A store seeded with the demo data, on the backend named by the parameter."""
+    """An empty store of record, on the backend named by the parameter."""
     opened = _sqlite_store(tmp_path) if request.param == "sqlite" else _postgres_store()
     async with opened as backend:
-        await seed_demo_data(backend)
         yield backend
+
+
+@pytest_asyncio.fixture
+async def energy(store: SqlStore, tmp_path: Path) -> EnergyDemoBackOffice:
+    """The sample pack's embedded back office, seeded, in the store's database."""
+    return await embedded_back_office(EmbeddedContext(store.engine, store.create_tables, tmp_path))
 
 
 # --- A real Rasa server with the project's trained model, once per test session -------------
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENERGY_PACK = PROJECT_ROOT / "bot" / "domains" / "energy"
 CLOSED_TODAY_QUEUE = "sales"
 
 
@@ -150,7 +158,7 @@ def _free_rasa_ports(count: int) -> int:
 def write_test_routing(path: Path) -> Path:
     """The project's routing table with every queue open around the clock, except one queue
     that is closed all of today (Europe/Rome), so out-of-hours behaviour is deterministic."""
-    doc = yaml.safe_load((PROJECT_ROOT / "config" / "routing.yml").read_text())
+    doc = yaml.safe_load((PROJECT_ROOT / "bot" / "domains" / "energy" / "routing.yml").read_text())
     today = datetime.now(ZoneInfo(doc["timezone"])).weekday()
     other_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(today + 3) % 7]
     for name, queue in doc["queues"].items():
@@ -184,3 +192,12 @@ async def rasa_runtime(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     )
     async with open_runtime(settings, reuse_rasa=False, model=model) as runtime:
         yield runtime
+
+
+async def last_reading(runtime: Runtime, customer_id: str) -> int | None:
+    """The customer's latest meter reading, as the sample pack's back office has it."""
+    answer = await runtime.back_office.call(
+        "last_meter_reading", {"customer_id": customer_id}, idempotency_key="tests"
+    )
+    value = answer["value"]
+    return None if value is None else int(value)

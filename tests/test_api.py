@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.runtime import Runtime
 from bot.web.app import make_app
+from tests.web.conftest import with_own_desk
 
 pytestmark = pytest.mark.rasa
 
@@ -21,7 +22,7 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 @pytest_asyncio.fixture
 async def client(rasa_runtime: Runtime) -> AsyncIterator[TestClient[object, object]]:
-    async with TestClient(TestServer(make_app(rasa_runtime))) as c:
+    async with TestClient(TestServer(make_app(with_own_desk(rasa_runtime)))) as c:
         yield c
 
 

@@ -15,7 +15,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from bot.config import PROJECT_ROOT
 from bot.core.conversation import SYSTEM_TEXTS, ConversationService
 from bot.core.routing import Route, RouteKind, load_routing
 from bot.errors import NluTimeout, NluUnavailable
@@ -23,8 +22,9 @@ from bot.nlu.client import BotReply, Entity, TurnOutput
 from bot.nlu.fake import FakeNluClient
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.store.sql import SqlStore
+from tests.conftest import ENERGY_PACK
 
-ROUTING = load_routing(PROJECT_ROOT / "config" / "routing.yml")
+ROUTING = load_routing(ENERGY_PACK / "routing.yml")
 MAX_MESSAGE_CHARS = 2000
 SLOW_TURN_TIMEOUT_S = 5.0
 

@@ -12,8 +12,9 @@ import pytest
 
 from bot.core.conversation import TurnResult
 from bot.core.routing import RouteKind
+from bot.domains.energy.tables import Customer, Ticket
 from bot.runtime import Runtime
-from tests.conftest import CLOSED_TODAY_QUEUE
+from tests.conftest import CLOSED_TODAY_QUEUE, last_reading
 
 pytestmark = pytest.mark.rasa
 
@@ -76,9 +77,9 @@ async def test_meter_reading_below_the_last_one_is_refused_then_stored(
     await chat.say("10138")
     low = await chat.say("100")
     assert "30110" in said(low)
-    assert await rasa_runtime.store.last_meter_reading("CL100003") == 30110
+    assert await last_reading(rasa_runtime, "CL100003") == 30110
     await chat.say("30500")
-    assert await rasa_runtime.store.last_meter_reading("CL100003") == 30500
+    assert await last_reading(rasa_runtime, "CL100003") == 30500
 
 
 async def test_meter_reading_must_be_digits(rasa_runtime: Runtime) -> None:
@@ -86,11 +87,11 @@ async def test_meter_reading_must_be_digits(rasa_runtime: Runtime) -> None:
     await chat.say("vorrei fare l'autolettura del contatore")
     await chat.say("CL100005")
     await chat.say("80134")
-    before = await rasa_runtime.store.last_meter_reading("CL100005")
+    before = await last_reading(rasa_runtime, "CL100005")
     await chat.say("tanti")
-    assert await rasa_runtime.store.last_meter_reading("CL100005") == before
+    assert await last_reading(rasa_runtime, "CL100005") == before
     await chat.say("60000")
-    assert await rasa_runtime.store.last_meter_reading("CL100005") == 60000
+    assert await last_reading(rasa_runtime, "CL100005") == 60000
 
 
 async def test_known_outage_gives_its_eta_and_unknown_one_opens_a_ticket(
@@ -107,7 +108,8 @@ async def test_known_outage_gives_its_eta_and_unknown_one_opens_a_ticket(
     flows = await rasa_runtime.store.flow_results(chat.id)
     ticket_id = flows[-1].detail["ticket"]
     assert ticket_id in said(opened)
-    ticket = await rasa_runtime.store.get_ticket(ticket_id)
+    async with rasa_runtime.store.session() as s:
+        ticket = await s.get(Ticket, ticket_id)
     assert ticket is not None and (ticket.postcode, ticket.state) == ("40137", "open")
 
     status = Chat(rasa_runtime)
@@ -135,7 +137,8 @@ async def test_update_contact_changes_the_email_after_identification(
     await chat.say("40125")
     done = await chat.say("sara.nuova@example.org")
     assert "sara.nuova@example.org" in said(done)
-    customer = await rasa_runtime.store.get_customer("CL100006")
+    async with rasa_runtime.store.session() as s:
+        customer = await s.get(Customer, "CL100006")
     assert customer is not None and customer.email == "sara.nuova@example.org"
 
 

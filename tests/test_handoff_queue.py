@@ -22,7 +22,6 @@ from bot.core.handoff_state import (
 )
 from bot.errors import Conflict, NotFound
 from bot.store.handoff_queue import Actor, HandoffQueueStore
-from bot.store.seed import seed_demo_data
 from bot.store.sql import SqlStore, utcnow
 from bot.store.tables import Handoff
 from bot.store.webhook_outbox import WebhookOutbox
@@ -221,7 +220,6 @@ async def test_agent_load_counts_accepted_and_offered(store: SqlStore) -> None:
 async def test_waiting_customers_survive_a_reopen_in_the_same_order(tmp_path: Path) -> None:
     url = "sqlite+aiosqlite:///" + str(tmp_path / "restart.db")
     store = await SqlStore.open(url)
-    await seed_demo_data(store)
     made = [await enqueue(store, priority=p, minute=m) for m, p in ((0, 0), (1, 1), (2, 0))]
     before = [h.id for h in await HandoffQueueStore(store).waiting()]
     await store.close()

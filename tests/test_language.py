@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 
 from bot.config import PROJECT_ROOT
-from bot.core.language import SUPPORTED, detect_language
+from bot.core.language import GENERIC, SUPPORTED
 from bot.nlu.evaluation import load_examples
+from bot.runtime import language_detector
 
-HELDOUT_DIR = PROJECT_ROOT / "nlu_data" / "heldout"
+NLU_DATA = PROJECT_ROOT / "nlu_data"
+HELDOUT_DIR = NLU_DATA / "heldout"
 MAX_WRONG_SHARE = 0.05
+SAMPLE = language_detector(NLU_DATA, SUPPORTED)  # the sample pack's vocabulary added
+
+
+def detect_language(text: str) -> str | None:
+    return SAMPLE.detect(text)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +69,18 @@ def test_detect_language_rarely_picks_the_other_language_on_heldout_data(languag
     assert len(wrong) / len(examples) <= MAX_WRONG_SHARE, wrong
     # None means "no evidence"; most sentences must still give some.
     assert detected.count(language) > len(examples) // 2
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [("quanto devo pagare sulla bolletta", "it"), ("what is the reading on the meter", "en")],
+)
+def test_a_packs_vocabulary_is_evidence_its_function_words_alone_are_not(
+    text: str, language: str
+) -> None:
+    assert SAMPLE.detect(text) == language
+    # "bolletta" and "meter" are the sample's words, not the languages': taken away, the rest
+    # of these sentences still decides, but the domain words alone do not
+    word = "bolletta" if language == "it" else "meter"
+    assert GENERIC.detect(word) is None
+    assert SAMPLE.detect(word) == language

@@ -11,6 +11,7 @@ import yaml
 
 from bot.core.routing import RouteKind, load_routing
 from bot.nlu.evaluation import load_examples, unseen_examples
+from tests.conftest import ENERGY_PACK
 
 ROOT = Path(__file__).resolve().parent.parent
 NLU = ROOT / "nlu_data"
@@ -52,7 +53,7 @@ def test_domain_routing_and_intent_table_agree() -> None:
     domain = yaml.safe_load((NLU / "domain" / "core.yml").read_text())
     intents = _intents_of_the_contract()
     assert set(domain["intents"]) == intents
-    routing = load_routing(ROOT / "config" / "routing.yml")
+    routing = load_routing(ENERGY_PACK / "routing.yml")
     assert intents <= set(routing.intents)
     flows = {r.name for r in routing.intents.values() if r.kind is RouteKind.FLOW}
     assert {f"{f}_form" for f in flows} == set(domain["forms"])
@@ -63,6 +64,7 @@ def test_domain_routing_and_intent_table_agree() -> None:
 
 def test_every_custom_action_in_the_domain_is_served() -> None:
     from bot.actions.webhook import action_registry
+    from bot.domain_pack import load_pack
 
     domain = yaml.safe_load((NLU / "domain" / "core.yml").read_text())
-    assert set(domain["actions"]) == set(action_registry())
+    assert set(domain["actions"]) == set(action_registry(load_pack("energy").actions))

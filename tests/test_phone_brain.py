@@ -16,9 +16,6 @@ from bot.phone.lines import load_phone_lines
 from bot.phone.speech import render
 from bot.runtime import Runtime
 from bot.store.tables import Handoff
-from bot.web.app import make_app
-from bot.web.keys import DESK
-from tests.conftest import PROJECT_ROOT
 from voice.brain import BrainReply, CallContext
 
 pytestmark = pytest.mark.rasa
@@ -27,8 +24,9 @@ MARIO_NATIONAL = "0255501001"  # +390255501001, as a caller id without the count
 
 
 def brain_for(runtime: Runtime) -> PhoneBrain:
-    desk = make_app(runtime)[DESK]
-    return PhoneBrain(desk, load_phone_lines(PROJECT_ROOT / "config" / "phone.yml"))
+    desk = runtime.desk
+    lines = load_phone_lines(runtime.settings.phone_file)
+    return PhoneBrain(desk, lines, runtime.pack.manifest.keyed_slots)
 
 
 def call(caller: str | None = None, dialled: str | None = "100") -> CallContext:

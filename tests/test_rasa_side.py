@@ -24,6 +24,7 @@ def _run_under_rasa(rasa_python: Path, *args: str) -> subprocess.CompletedProces
         [str(rasa_python), *args], env=rasa_env(), capture_output=True, text=True, timeout=300
     )
 
+
 CHECKS = Path(__file__).parent / "rasa_side" / "tracker_store_checks.py"
 LAUNCHER_CHECKS = Path(__file__).parent / "rasa_side" / "launcher_checks.py"
 CHECK_NAMES = (

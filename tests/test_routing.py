@@ -12,8 +12,9 @@ import pytest
 from bot.config import PROJECT_ROOT
 from bot.core.routing import Route, RouteKind, RoutingTable, load_routing
 from bot.errors import ConfigError
+from tests.conftest import ENERGY_PACK
 
-ROUTING_FILE = PROJECT_ROOT / "config" / "routing.yml"
+ROUTING_FILE = ENERGY_PACK / "routing.yml"
 INTENTS_FILE = PROJECT_ROOT / "nlu_data" / "INTENTS.md"
 ROME = ZoneInfo("Europe/Rome")
 _ROW_RE = re.compile(r"^\|\s*`(?P<intent>[a-z_]+)`\s*\|\s*(?P<route>[^|]+?)\s*\|")

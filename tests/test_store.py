@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,18 +13,16 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from bot.errors import NotFound
-from bot.store.seed import DEMO_CUSTOMERS, DEMO_OUTAGES, seed_demo_data
 from bot.store.sql import SqlStore, utcnow
-from bot.store.tables import Conversation, Customer, Handoff, Outage
+from bot.store.tables import Conversation, Handoff
 
-MARIO = DEMO_CUSTOMERS[0]
-OTHER = DEMO_CUSTOMERS[1]
+CUSTOMER = "CL100001"
 
 
 def make_handoff(
     conversation_id: str,
     *,
-    customer_id: str | None = MARIO.id,
+    customer_id: str | None = CUSTOMER,
     topic: str = "billing",
     envelope: dict[str, Any] | None = None,
     created_at: datetime | None = None,
@@ -117,83 +114,6 @@ async def test_mark_message_records_status_intent_and_confidence(store: SqlStore
     assert message.confidence == pytest.approx(0.87)
 
 
-# customers and their account
-
-
-async def test_last_meter_reading_returns_seeded_then_newer_reading(store: SqlStore) -> None:
-    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading
-
-    await store.add_meter_reading(MARIO.id, MARIO.last_reading + 250, conversation_id="mr-1")
-
-    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading + 250
-    assert await store.last_meter_reading(OTHER.id) == OTHER.last_reading
-
-
-async def test_last_meter_reading_is_none_for_unknown_customer(store: SqlStore) -> None:
-    assert await store.last_meter_reading("CL999999") is None
-
-
-async def test_update_contact_changes_email_and_keeps_address(store: SqlStore) -> None:
-    await store.update_contact(MARIO.id, email="mario.new@example.it")
-
-    customer = await store.get_customer(MARIO.id)
-    assert customer is not None
-    assert customer.email == "mario.new@example.it"
-    assert customer.address == MARIO.address
-
-
-async def test_update_contact_raises_not_found_for_unknown_customer(store: SqlStore) -> None:
-    with pytest.raises(NotFound, match="CL999999"):
-        await store.update_contact("CL999999", email="nobody@example.it")
-
-
-async def test_update_contact_raises_value_error_with_nothing_to_update(store: SqlStore) -> None:
-    with pytest.raises(ValueError, match="nothing to update"):
-        await store.update_contact(MARIO.id)
-
-    customer = await store.get_customer(MARIO.id)
-    assert customer is not None
-    assert customer.email == MARIO.email
-
-
-# outages and tickets
-
-
-async def test_active_outage_finds_seeded_outage(store: SqlStore) -> None:
-    postcode, (service, _hours) = next(iter(DEMO_OUTAGES.items()))
-
-    outage = await store.active_outage(postcode)
-
-    assert outage is not None
-    assert outage.service == service
-    assert outage.eta > utcnow()
-
-
-async def test_active_outage_is_none_for_unknown_postcode(store: SqlStore) -> None:
-    assert await store.active_outage("99999") is None
-
-
-async def test_create_ticket_returns_number_that_get_ticket_reads_back(store: SqlStore) -> None:
-    ticket = await store.create_ticket(
-        "outage", customer_id=MARIO.id, conversation_id="tk-1", postcode="20121"
-    )
-
-    assert re.fullmatch(r"TK\d{6}", ticket.id)
-    stored = await store.get_ticket(ticket.id)
-    assert stored is not None
-    assert (stored.topic, stored.customer_id, stored.conversation_id, stored.postcode) == (
-        "outage",
-        MARIO.id,
-        "tk-1",
-        "20121",
-    )
-    assert stored.state == "open"
-
-
-async def test_get_ticket_is_none_for_unknown_number(store: SqlStore) -> None:
-    assert await store.get_ticket("TK000000") is None
-
-
 # handoffs
 
 
@@ -202,7 +122,7 @@ async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
 ) -> None:
     await store.ensure_conversation("ho-1", "chat", "it")
     envelope = {
-        "customer": {"id": MARIO.id, "verified": True, "vip": False, "balance_cents": 8450},
+        "customer": {"id": CUSTOMER, "verified": True, "vip": False, "balance_cents": 8450},
         "transcript": [
             {"sender": "user", "text": "perché €", "confidence": 0.91},
             {"sender": "bot", "text": "La passo a un operatore", "confidence": None},
@@ -274,7 +194,7 @@ async def test_recent_contact_on_topic_true_for_same_topic_in_other_conversation
     await store.ensure_conversation("rc-old", "chat")
     await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
 
-    assert await store.recent_contact_on_topic(MARIO.id, "billing", timedelta(hours=24), "rc-new")
+    assert await store.recent_contact_on_topic(CUSTOMER, "billing", timedelta(hours=24), "rc-new")
 
 
 async def test_recent_contact_on_topic_false_for_other_topic(store: SqlStore) -> None:
@@ -282,16 +202,16 @@ async def test_recent_contact_on_topic_false_for_other_topic(store: SqlStore) ->
     await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
 
     assert not await store.recent_contact_on_topic(
-        MARIO.id, "technical", timedelta(hours=24), "rc-new"
+        CUSTOMER, "technical", timedelta(hours=24), "rc-new"
     )
 
 
 async def test_recent_contact_on_topic_false_for_other_customer(store: SqlStore) -> None:
     await store.ensure_conversation("rc-old", "chat")
-    await store.add_handoff(make_handoff("rc-old", customer_id=OTHER.id), "queued")
+    await store.add_handoff(make_handoff("rc-old", customer_id="CL100002"), "queued")
 
     assert not await store.recent_contact_on_topic(
-        MARIO.id, "billing", timedelta(hours=24), "rc-new"
+        CUSTOMER, "billing", timedelta(hours=24), "rc-new"
     )
 
 
@@ -300,7 +220,7 @@ async def test_recent_contact_on_topic_false_for_same_conversation(store: SqlSto
     await store.add_handoff(make_handoff("rc-same", topic="billing"), "queued")
 
     assert not await store.recent_contact_on_topic(
-        MARIO.id, "billing", timedelta(hours=24), "rc-same"
+        CUSTOMER, "billing", timedelta(hours=24), "rc-same"
     )
 
 
@@ -313,9 +233,9 @@ async def test_recent_contact_on_topic_false_when_handoff_older_than_window(
         s.add(old)
 
     assert not await store.recent_contact_on_topic(
-        MARIO.id, "billing", timedelta(hours=24), "rc-new"
+        CUSTOMER, "billing", timedelta(hours=24), "rc-new"
     )
-    assert await store.recent_contact_on_topic(MARIO.id, "billing", timedelta(hours=26), "rc-new")
+    assert await store.recent_contact_on_topic(CUSTOMER, "billing", timedelta(hours=26), "rc-new")
 
 
 # datetimes
@@ -332,17 +252,13 @@ async def test_datetimes_come_back_aware_utc(store: SqlStore) -> None:
     stored_conversation = await store.get_conversation(conversation.id)
     (message,) = await store.messages("dt-1")
     stored_handoff = await store.get_handoff(handoff.id)
-    customer = await store.get_customer(MARIO.id)
-    outage = await store.active_outage(next(iter(DEMO_OUTAGES)))
 
-    assert stored_handoff is not None and customer is not None and outage is not None
+    assert stored_handoff is not None
     for value in (
         stored_conversation.created_at,
         stored_conversation.updated_at,
         message.created_at,
         stored_handoff.created_at,
-        customer.last_invoice_due,
-        outage.eta,
     ):
         assert_aware_utc(value)
     assert stored_handoff.created_at == given
@@ -362,18 +278,6 @@ async def test_naive_datetime_is_rejected_and_nothing_is_stored(store: SqlStore)
 
 
 # seeding and the engine
-
-
-async def test_seeding_twice_inserts_nothing_the_second_time(store: SqlStore) -> None:
-    assert await seed_demo_data(store) == 0
-
-    async with store.session() as s:
-        customer_ids = set((await s.scalars(select(Customer.id))).all())
-        outages = await s.scalar(select(func.count()).select_from(Outage))
-    assert len(customer_ids) == 6
-    assert customer_ids == {c.id for c in DEMO_CUSTOMERS}
-    assert outages == len(DEMO_OUTAGES)
-    assert await store.last_meter_reading(MARIO.id) == MARIO.last_reading
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)

@@ -10,17 +10,20 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from bot.actions.webhook import ActionContext, RejectAction, run_action
-from bot.config import PROJECT_ROOT
+from bot.actions.context import ActionContext
+from bot.actions.webhook import run_action
+from bot.backoffice.fake import FakeBackOffice
 from bot.core.conversation import ConversationService
 from bot.core.routing import load_routing
+from bot.domain import RejectAction
 from bot.nlu.fake import FakeNluClient
 from bot.store.action_journal import ActionJournal, ActionKey
 from bot.store.sql import SqlStore
 from bot.store.tables import Handoff
+from tests.conftest import ENERGY_PACK
 from tests.test_store import make_handoff
 
-ROUTING = load_routing(PROJECT_ROOT / "config" / "routing.yml")
+ROUTING = load_routing(ENERGY_PACK / "routing.yml")
 
 
 def new_conversation_id() -> str:
@@ -200,7 +203,7 @@ async def test_an_action_run_again_in_the_same_turn_answers_from_the_journal(
         return ActionResult().utter("utter_run", n=len(runs))
 
     registry = {"action_count": count_and_answer}
-    ctx = ActionContext(store, ROUTING)
+    ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
     events = [{"event": "action", "name": "action_listen"}, user_event("5")]
 
@@ -225,7 +228,7 @@ async def test_a_rejection_is_journaled_and_answered_again(store: SqlStore) -> N
         runs.append(1)
         raise RejectAction("nothing to validate")
 
-    ctx = ActionContext(store, ROUTING)
+    ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
     call = action_call(cid, "validate_x", [user_event("9")])
     first = await run_action({"validate_x": reject}, ctx, call)
@@ -242,7 +245,7 @@ async def test_actions_outside_a_stored_turn_are_not_journaled(store: SqlStore) 
         runs.append(1)
         return ActionResult()
 
-    ctx = ActionContext(store, ROUTING)
+    ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
     no_key = action_call(cid, "action_x", [{"event": "user", "text": "ciao"}])
     session = action_call(cid, "action_session_start", [user_event("3")])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.core.values import contact, customer_code, meter_reading, postcode, ticket_number
+from bot.domains.energy.values import contact, customer_code, meter_reading, postcode, ticket_number
 
 six_digits = st.text(alphabet="0123456789", min_size=6, max_size=6)
 

@@ -13,6 +13,7 @@ import pytest
 
 from bot.nlu.evaluation import free_port
 from bot.runtime import Runtime
+from tests.conftest import ENERGY_PACK
 from tests.test_cli import _env, _run
 from voice.asr.models import packaged_model_path
 
@@ -78,7 +79,7 @@ async def test_call_runs_a_spoken_request_through_the_voice_pipeline(
     env = _env(rasa_runtime, tmp_path)
     # the reused Rasa calls the test runtime's action webhook: the call must share its store
     env["TRIAGE_DATABASE_URL"] = rasa_runtime.settings.effective_database_url
-    env["TRIAGE_PHONE_FILE"] = str(Path(__file__).resolve().parent.parent / "config/phone.yml")
+    env["TRIAGE_PHONE_FILE"] = str(ENERGY_PACK / "phone.yml")
     done = await asyncio.to_thread(_run, ["call", "--lang", "en", str(wav)], env)
     assert done.returncode == 0, done.stderr
     out = done.stdout

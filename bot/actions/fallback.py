@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bot.actions.context import Action, ActionContext
 from bot.actions.tracker import ActionResult, Tracker
-from bot.actions.webhook import Action, ActionContext
 
 
 async def action_fallback(ctx: ActionContext, tracker: Tracker) -> ActionResult:

@@ -1,21 +1,27 @@
 """Escalation actions: hand over to a queue (or offer a callback out of hours), answer offers.
 
 Which queue and why are decided here from the routing table and the tracker:
-- a queue topic (billing, technical, sales, retention) goes to its queue;
+- an intent routed to a queue goes to that queue;
 - an explicit request for a person goes to the queue of the conversation's topic when one is
-  known (the last topic or flow intent), otherwise to ``general``;
-- a failed flow goes to the flow's failure queue; accepted fallback offers to the fallback queue.
+  known (the last topic or flow intent), otherwise to the fallback queue;
+- a failed flow goes to the flow's failure queue; accepted fallback offers to the fallback queue;
+- an action that could not reach the back office hands over to its flow's failure queue (or the
+  fallback queue), with reason ``backoffice_unavailable`` and the operation in the envelope.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from bot.actions.context import Action, ActionContext
 from bot.actions.tracker import ActionResult, Tracker
-from bot.actions.webhook import Action, ActionContext
+from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.core.handoff import HandoffRequest, IntentSeen, create_handoff
 from bot.core.routing import RouteKind
 from bot.store.sql import utcnow
 
-# Slots that describe the dialogue machinery, not the customer's case.
+# Slots that describe the dialogue machinery, not the customer's case (a pack adds its own
+# private ones, such as identity answers, in pack.yml).
 INTERNAL_SLOTS = frozenset(
     {
         "requested_slot",
@@ -24,9 +30,14 @@ INTERNAL_SLOTS = frozenset(
         "flow_failed",
         "handoff_id",
         "session_started_metadata",
-        "id_postcode",
     }
 )
+BACK_OFFICE_DOWN = {
+    "it": "Mi scusi, in questo momento non riesco a consultare i nostri sistemi. Quello che mi ha "
+    "scritto non va perso: lo passo a un collega, che lo vedrà.",
+    "en": "I'm sorry, I cannot reach our systems right now. Nothing you told me is lost: I am "
+    "passing it to a colleague, who will see it.",
+}
 
 
 def _topic_queue(ctx: ActionContext, tracker: Tracker) -> tuple[str, str]:
@@ -48,16 +59,20 @@ async def hand_over(
     topic: str,
     reason: str,
     mode: str = "live",
+    incident: dict[str, Any] | None = None,
 ) -> ActionResult:
-    """Queue the customer (or book a callback); offers a callback first when out of hours."""
+    """Queue the customer (or book a callback); offers a callback first when out of hours.
+    ``incident`` (what failed) goes into the envelope."""
     language = tracker.slots.get("language")
     label = ctx.routing.queues[queue].label(language if isinstance(language, str) else None)
     result.end_form()
     if mode == "live" and not ctx.routing.queue_is_open(queue, utcnow()):
         result.set_slot("pending_offer", f"callback:{queue}:{topic}:{reason}")
         return result.utter("utter_offer_callback", queue_label=label)
+    private = INTERNAL_SLOTS | ctx.private_slots
     handoff = await create_handoff(
         ctx.store,
+        ctx.back_office,
         ctx.routing,
         HandoffRequest(
             conversation_id=tracker.sender_id,
@@ -68,8 +83,9 @@ async def hand_over(
             intents=tuple(
                 IntentSeen(t.intent, t.confidence, t.timestamp) for t in tracker.user_turns()
             ),
-            slots={k: v for k, v in tracker.slots.items() if k not in INTERNAL_SLOTS},
+            slots={k: v for k, v in tracker.slots.items() if k not in private},
             turn_message=tracker.turn_message,
+            incident=incident,
         ),
     )
     result.set_slot("handoff_id", handoff.id).set_slot("pending_offer", None)
@@ -104,6 +120,34 @@ async def action_answer_offer(ctx: ActionContext, tracker: Tracker) -> ActionRes
         return await hand_over(ctx, tracker, result, queue, topic, reason, mode="callback")
     queue, topic = _topic_queue(ctx, tracker)
     return await hand_over(ctx, tracker, result, queue, topic, "consecutive_fallbacks")
+
+
+def _flow_of_action(ctx: ActionContext, action: str) -> str | None:
+    """The flow an action belongs to, by the names Rasa gives a flow's form and action."""
+    for flow in ctx.routing.flow_failure_queue:
+        if action in (f"action_{flow}", f"validate_{flow}_form"):
+            return flow
+    return None
+
+
+async def back_office_down(
+    ctx: ActionContext, tracker: Tracker, action: str, error: BackOfficeUnavailable
+) -> ActionResult:
+    """The customer is told the systems cannot be reached and handed to a person; the envelope
+    says which operation failed, so the agent can do it by hand."""
+    flow = _flow_of_action(ctx, action)
+    queue = ctx.routing.flow_failure_queue[flow] if flow else ctx.routing.fallback_queue
+    language = tracker.slots.get("language")
+    result = ActionResult().say(BACK_OFFICE_DOWN[language if language == "en" else "it"])
+    incident = {
+        "kind": "backoffice_unavailable",
+        "operation": error.operation,
+        "action": action,
+        "flow": flow,
+    }
+    return await hand_over(
+        ctx, tracker, result, queue, flow or "general", "backoffice_unavailable", incident=incident
+    )
 
 
 ACTIONS: dict[str, Action] = {

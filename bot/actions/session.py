@@ -9,8 +9,9 @@ the metadata, so a client cannot claim one.
 
 from __future__ import annotations
 
+from bot.actions.context import Action, ActionContext
 from bot.actions.tracker import ActionResult, Tracker
-from bot.actions.webhook import Action, ActionContext
+from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.errors import NotFound
 
 METADATA_SLOTS = {"language": ("it", "en")}
@@ -41,10 +42,13 @@ async def _verified_identity(ctx: ActionContext, tracker: Tracker, result: Actio
         return
     if not (conversation.verified and conversation.customer_id):
         return
-    customer = await ctx.store.get_customer(conversation.customer_id)
-    if customer is not None:
-        result.set_slot("customer_code", customer.id)
-        result.set_slot("customer_verified", True)
+    result.set_slot("customer_code", conversation.customer_id)
+    result.set_slot("customer_verified", True)
+    try:  # the name is a courtesy: a back office that is down costs only that
+        customer = await ctx.back_office.find_customer(conversation.customer_id)
+    except BackOfficeUnavailable:
+        return
+    if customer is not None and customer.name:
         result.set_slot("customer_name", customer.name)
 
 

@@ -110,6 +110,11 @@ class ActionResult:
         self.responses.append({"response": response, **values})
         return self
 
+    def say(self, text: str) -> ActionResult:
+        """A message given as text rather than as one of the Rasa domain's responses."""
+        self.responses.append({"text": text})
+        return self
+
     def end_form(self) -> ActionResult:
         self.events.append({"event": "active_loop", "name": None, "timestamp": None})
         return self.set_slot("requested_slot", None)

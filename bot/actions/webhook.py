@@ -1,24 +1,30 @@
 """The action webhook Rasa calls (its action-server protocol), served by the gateway on loopback.
 
-Each action is an async function ``(ActionContext, Tracker) -> ActionResult``. A form validator
-that finds nothing to validate raises ``RejectAction``, which Rasa turns into the form's
-"unhappy path" so another rule (a request for a human) can take over.
+The service's own actions (session start, fallback, handoff) are ``(ActionContext, Tracker) ->
+ActionResult``; the domain pack's (its form validators and flow actions) get a
+``TurnFlowContext`` instead. A form validator that finds nothing to validate raises
+``RejectAction``, which Rasa turns into the form's "unhappy path" so another rule (a request for
+a human) can take over. When an action cannot reach the back office, the customer is told so
+plainly and handed to a person (``bot/actions/handoff.py``, reason ``backoffice_unavailable``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from bot.actions import fallback, handoff, session
+from bot.actions.context import Action, ActionContext
+from bot.actions.flow_context import TurnFlowContext
 from bot.actions.tracker import ActionResult, Tracker
-from bot.core.routing import RoutingTable
-from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
-from bot.store.action_journal import ActionJournal, ActionKey
-from bot.store.sql import SqlStore
+from bot.backoffice.protocol import BackOfficeUnavailable
+from bot.domain import FlowAction, RejectAction
+from bot.errors import ConfigError
+from bot.failpoints import Failpoint
+from bot.store.action_journal import ActionKey
 
 log = logging.getLogger(__name__)
 
@@ -28,30 +34,22 @@ log = logging.getLogger(__name__)
 UNJOURNALED = frozenset({"action_session_start"})
 
 
-@dataclass(frozen=True)
-class ActionContext:
-    store: SqlStore
-    routing: RoutingTable
-    failpoints: Failpoints = NO_FAILPOINTS
+def _in_flow_context(name: str, flow_action: FlowAction) -> Action:
+    async def run(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+        return await flow_action(TurnFlowContext(ctx, tracker, name), tracker)
 
-    @property
-    def journal(self) -> ActionJournal:
-        return ActionJournal(self.store)
+    return run
 
 
-Action = Callable[[ActionContext, Tracker], Awaitable[ActionResult]]
-
-
-class RejectAction(Exception):
-    """The action cannot run on this tracker (Rasa's ActionExecutionRejection)."""
-
-
-def action_registry() -> dict[str, Action]:
-    from bot.actions import fallback, flows, forms, handoff, session
-
+def action_registry(pack_actions: Mapping[str, FlowAction]) -> dict[str, Action]:
+    """The service's own actions and the pack's; a pack may not replace one of ours."""
     registry: dict[str, Action] = {}
-    for module in (fallback, flows, forms, handoff, session):
+    for module in (fallback, handoff, session):
         registry.update(module.ACTIONS)
+    for name, flow_action in pack_actions.items():
+        if name in registry:
+            raise ConfigError(f"the domain pack's action {name!r} would replace the service's")
+        registry[name] = _in_flow_context(name, flow_action)
     return registry
 
 
@@ -74,6 +72,12 @@ async def run_action(
         answer = (await action(ctx, tracker)).as_json()
     except RejectAction as exc:
         status, answer = 400, {"error": str(exc) or "rejected", "action_name": name}
+    except BackOfficeUnavailable as exc:
+        log.warning(
+            "back office unavailable; the customer is handed over",
+            extra={"action": name, "operation": exc.operation},
+        )
+        answer = (await handoff.back_office_down(ctx, tracker, name, exc)).as_json()
     ctx.failpoints.reach(Failpoint.ACTION_RAN, name)
     if key is not None:
         await ctx.journal.record(key, status, answer)
@@ -107,10 +111,10 @@ async def _webhook(request: web.Request) -> web.Response:
     return web.json_response(payload, status=status)
 
 
-def make_action_app(ctx: ActionContext) -> web.Application:
+def make_action_app(ctx: ActionContext, pack_actions: Mapping[str, FlowAction]) -> web.Application:
     """The loopback-only application that serves custom actions to Rasa."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[ACTION_CONTEXT] = ctx
-    app[ACTION_REGISTRY] = action_registry()
+    app[ACTION_REGISTRY] = action_registry(pack_actions)
     app.router.add_post("/webhook", _webhook)
     return app

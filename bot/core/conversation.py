@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from bot.core.language import detect_language
+from bot.core.language import GENERIC, LanguageDetector
 from bot.core.redaction import redact
 from bot.core.routing import Route, RouteKind, RoutingTable
 from bot.errors import NluUnavailable
@@ -55,6 +55,7 @@ class MessageStatus(StrEnum):
     REJECTED = "rejected"  # empty or too long: answered with a system message
     FAILED = "failed"  # the NLU was unavailable: answered with a system message
     SENT = "sent"  # the bot's, an agent's or the system's message
+
 
 SYSTEM_TEXTS = {
     "empty": {
@@ -114,8 +115,10 @@ class ConversationService:
         routing: RoutingTable,
         max_message_chars: int,
         failpoints: Failpoints = NO_FAILPOINTS,
+        language_detector: LanguageDetector = GENERIC,
     ) -> None:
         self.store = store
+        self.language_detector = language_detector
         self.nlu = nlu
         self.routing = routing
         self.max_message_chars = max_message_chars
@@ -247,7 +250,7 @@ class ConversationService:
         text = clean_text(raw)
         lang = conversation.language
         if lang is None:
-            lang = language or detect_language(text)
+            lang = language or self.language_detector.detect(text)
             if lang is not None:
                 await self.store.update_conversation(conversation_id, language=lang)
         reply_lang = lang or DEFAULT_LANGUAGE

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot.backoffice.protocol import BackOffice
 from bot.core.conversation import ConversationService, TurnResult
 from bot.core.handoff_state import (
     ABANDON,
@@ -98,12 +99,14 @@ class Desk:
         store: SqlStore,
         conversations: ConversationService,
         nlu: NluClient,
+        back_office: BackOffice,
         routing: RoutingTable,
         hub: Hub,
         settings: DeskSettings,
         notifier: HandoffNotifier | None = None,
     ) -> None:
         self.store = store
+        self.back_office = back_office
         self.conversations = conversations
         self.nlu = nlu
         self.routing = routing

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.backoffice.protocol import BackOffice, BackOfficeUnavailable, CustomerRecord
 from bot.core.redaction import redact
 from bot.core.routing import RoutingTable
 from bot.store.sql import SqlStore, utcnow
@@ -37,6 +38,7 @@ class HandoffRequest:
     intents: tuple[IntentSeen, ...]
     slots: dict[str, Any]
     turn_message: str | None = None  # the key of the customer message whose turn asks for it
+    incident: dict[str, Any] | None = None  # what failed, when that is why (a back office down)
 
 
 async def compute_priority(
@@ -69,8 +71,25 @@ def _summary(request: HandoffRequest, flows: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+async def _customer(
+    back_office: BackOffice, customer_id: str | None
+) -> tuple[CustomerRecord | None, bool]:
+    """(the customer as the back office knows them, whether it could be asked): a handoff is
+    never refused because the back office is down; the envelope then has the id alone."""
+    if customer_id is None:
+        return None, True
+    try:
+        return await back_office.find_customer(customer_id), True
+    except BackOfficeUnavailable:
+        return None, False
+
+
 async def create_handoff(
-    store: SqlStore, routing: RoutingTable, request: HandoffRequest, now: datetime | None = None
+    store: SqlStore,
+    back_office: BackOffice,
+    routing: RoutingTable,
+    request: HandoffRequest,
+    now: datetime | None = None,
 ) -> Handoff:
     """Build the envelope from the store of record and commit it with the handoff row.
 
@@ -81,14 +100,14 @@ async def create_handoff(
             return made
     now = now or utcnow()
     conversation = await store.get_conversation(request.conversation_id)
-    customer = (
-        await store.get_customer(conversation.customer_id) if conversation.customer_id else None
-    )
-    verified = bool(conversation.verified and customer is not None)
+    customer, asked = await _customer(back_office, conversation.customer_id)
+    customer_id = customer.id if customer is not None else conversation.customer_id
+    # verified by the back office's identity check or a signed identity, when that happened
+    verified = bool(conversation.verified and customer_id)
     priority = await compute_priority(
         store,
         routing,
-        conversation.customer_id,
+        customer_id,
         verified,
         bool(customer and customer.vip),
         request.topic,
@@ -107,9 +126,9 @@ async def create_handoff(
                 "state": c.state,
                 "created_at": c.created_at.isoformat(),
             }
-            for c in await store.previous_conversations(customer.id, request.conversation_id)
+            for c in await store.previous_conversations(customer_id, request.conversation_id)
         ]
-        if customer is not None and verified
+        if customer_id is not None and verified
         else []
     )
     handoff_id = str(uuid.uuid4())
@@ -121,10 +140,11 @@ async def create_handoff(
         "channel": conversation.channel,
         "language": conversation.language,
         "customer": {
-            "id": customer.id if customer else None,
+            "id": customer_id,
             "verified": verified,
             "name": customer.name if customer else None,
             "phone": customer.phone if customer else None,
+            "looked_up": asked,  # false: the back office was down, only the id is known
         },
         "reason": request.reason,
         "queue": request.queue,
@@ -145,10 +165,12 @@ async def create_handoff(
         "previous_conversations": previous,
         "state_history": [{"state": state, "at": now.isoformat()}],
     }
+    if request.incident is not None:
+        envelope["incident"] = request.incident
     handoff = Handoff(
         id=handoff_id,
         conversation_id=request.conversation_id,
-        customer_id=customer.id if customer and verified else None,
+        customer_id=customer_id if verified else None,
         queue=request.queue,
         topic=request.topic,
         priority=priority,

@@ -40,11 +40,11 @@ take its digits for something else:
    postcode).
 
 What stays readable, on purpose: flows and agents need the business values customers type next to
-their personal data. Customer codes (``CL100001``) and ticket numbers (``TK123456``) are glued to
-their letters, so no digit rule sees them; postcodes (``20121``), meter readings (3-8 digits),
-amounts (``45,20 €``, ``1.234,56``), dates (``12/03/2026``, ``2026-03-12``) and times are short or
-made of short groups without a phone prefix, so they are never a phone number even when typed one
-after the other: ``20121 12873`` (postcode, then reading) is two values, not a ten-digit number.
+their personal data. Codes glued to their letters (``CL100001``, ``TK123456``) are seen by no
+digit rule; postcodes (``20121``), counts and readings (3-8 digits), amounts (``45,20 €``,
+``1.234,56``), dates (``12/03/2026``, ``2026-03-12``) and times are short or made of short groups
+without a phone prefix, so they are never a phone number even when typed one after the other:
+``20121 12873`` (a postcode, then a number) is two values, not a ten-digit number.
 """
 
 from __future__ import annotations

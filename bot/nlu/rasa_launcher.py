@@ -53,9 +53,7 @@ def event_validators() -> tuple[Any, dict[str, Any]]:
     items = schema["properties"]["events"]["items"]
     base = {key: value for key, value in items.items() if key != "oneOf"}
     per_event = {
-        alternative["properties"]["event"]["const"]: validator_class(
-            {"allOf": [base, alternative]}
-        )
+        alternative["properties"]["event"]["const"]: validator_class({"allOf": [base, alternative]})
         for alternative in items["oneOf"]
     }
     envelope_schema = {

@@ -98,7 +98,8 @@ async def run_rasa(
 async def ensure_model(
     rasa_python: Path, inputs: TrainingInputs, models_dir: Path, *, force: bool = False
 ) -> Path:
-    """The model for these inputs, trained only when no model with their fingerprint exists."""
+    """The model for these inputs, trained only when no model with their fingerprint exists
+    (each domain pack's data gives its own fingerprint, so packs share the cache safely)."""
     name = f"triage-{inputs.fingerprint()}"
     model = models_dir / f"{name}.tar.gz"
     if model.exists() and not force:

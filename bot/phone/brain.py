@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from bot.backoffice.protocol import BackOfficeUnavailable, CustomerRecord
 from bot.core.conversation import TurnResult
 from bot.core.desk import Desk
 from bot.core.handoff_state import HandoffState
 from bot.core.redaction import redact
+from bot.domain_pack import KeyedSlot
 from bot.errors import NluUnavailable
 from bot.phone.lines import PhoneLines
 from bot.phone.speech import render
@@ -27,14 +30,6 @@ from voice.brain import BrainReply, CallContext, DigitRequest, Transfer
 log = logging.getLogger(__name__)
 
 CHANNEL = "phone"
-# The slots a caller may key in, as the forms ask for them.
-DIGIT_SLOTS = {
-    "customer_code": DigitRequest("customer_code", 6, prefix="CL"),
-    "id_postcode": DigitRequest("id_postcode", 5),
-    "postcode": DigitRequest("postcode", 5),
-    "meter_reading": DigitRequest("meter_reading", 8),
-    "ticket_number": DigitRequest("ticket_number", 6, prefix="TK"),
-}
 TEXTS = {
     "recent_chat": {
         "it": "Vedo che ci ha scritto in chat di recente. Chiama per la stessa richiesta? "
@@ -66,11 +61,19 @@ YES = ("affirm",)
 NO = ("deny",)
 
 
+def digit_requests(keyed: Mapping[str, KeyedSlot]) -> dict[str, DigitRequest]:
+    """What a caller may key in, by the slot a form asks for (the pack's ``keyed_slots``)."""
+    return {
+        slot: DigitRequest(slot, spec.digits, prefix=spec.prefix) for slot, spec in keyed.items()
+    }
+
+
 class PhoneBrain:
-    def __init__(self, desk: Desk, lines: PhoneLines) -> None:
+    def __init__(self, desk: Desk, lines: PhoneLines, keyed_slots: Mapping[str, KeyedSlot]) -> None:
         self.desk = desk
         self.store = desk.store
         self.lines = lines
+        self.digit_slots = digit_requests(keyed_slots)
         self._languages: dict[str, str] = {}
         self._recent_chat: dict[str, str] = {}  # conversation -> a recent chat, asked about
 
@@ -90,7 +93,7 @@ class PhoneBrain:
         await self.store.ensure_conversation(conversation_id, CHANNEL, language)
         texts = [self.lines.welcome[language]]
         if call.caller:
-            customer = await self.store.customer_by_phone(self.lines.international(call.caller))
+            customer = await self._customer_by_phone(self.lines.international(call.caller))
             if customer is not None:
                 # a hint for the agent (the envelope says verified: false), never an identity
                 await self.store.update_conversation(conversation_id, customer_id=customer.id)
@@ -100,6 +103,13 @@ class PhoneBrain:
                     self._recent_chat[conversation_id] = chat.id
                     texts.append(TEXTS["recent_chat"][language])
         return conversation_id, await self._say(conversation_id, texts)
+
+    async def _customer_by_phone(self, number: str) -> CustomerRecord | None:
+        """The caller-id hint; a back office that is down only costs the hint."""
+        try:
+            return await self.desk.back_office.customer_by_phone(number)
+        except BackOfficeUnavailable:
+            return None
 
     async def hear(self, conversation_id: str, text: str) -> BrainReply:
         chat = self._recent_chat.pop(conversation_id, None)
@@ -205,6 +215,6 @@ class PhoneBrain:
             if handoff is not None and handoff.state == HandoffState.CALLBACK_REQUESTED:
                 return replace(reply, hang_up=True)  # the bot told them they will be called
         requested = turn.slots.get("requested_slot")
-        if isinstance(requested, str) and requested in DIGIT_SLOTS:
-            return replace(reply, digits=DIGIT_SLOTS[requested])
+        if isinstance(requested, str) and requested in self.digit_slots:
+            return replace(reply, digits=self.digit_slots[requested])
         return reply

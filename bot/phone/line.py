@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from bot.config import Settings
 from bot.core.desk import Desk
+from bot.domain_pack import KeyedSlot
 from bot.errors import ConfigError
 from bot.phone.brain import PhoneBrain
 from bot.phone.engines import open_call_engines
@@ -59,9 +60,11 @@ def exposure_warning(settings: Settings) -> str | None:
 
 
 @asynccontextmanager
-async def open_phone_line(settings: Settings, desk: Desk) -> AsyncIterator[SipUserAgent]:
+async def open_phone_line(
+    settings: Settings, desk: Desk, keyed_slots: Mapping[str, KeyedSlot]
+) -> AsyncIterator[SipUserAgent]:
     lines = load_phone_lines(settings.phone_file)
-    brain = PhoneBrain(desk, lines)
+    brain = PhoneBrain(desk, lines, keyed_slots)
     sip = sip_settings(settings)
     warning = exposure_warning(settings)
     if warning:

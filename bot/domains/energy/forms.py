@@ -1,4 +1,4 @@
-"""Form validators: identification before account data, then each flow's own values.
+"""The sample's form validators: identification before account data, then each flow's values.
 
 Rasa calls ``validate_<form>`` with the slot candidates it extracted from the last message; we
 answer with the validated values (``None`` re-asks the slot) and, after too many wrong
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions.tracker import ActionResult, Tracker
-from bot.actions.webhook import Action, ActionContext, RejectAction
-from bot.core import values
+from bot.domain import ActionResult, FlowAction, FlowContext, RejectAction, Tracker
+
+from . import values
 
 IDENTIFIED_FORMS = ("check_balance_form", "submit_meter_reading_form", "update_contact_form")
 
@@ -27,14 +27,15 @@ SMALL_TALK = {
 
 
 async def _validate_identity(
-    ctx: ActionContext, tracker: Tracker, candidates: dict[str, Any], result: ActionResult
+    ctx: FlowContext, tracker: Tracker, candidates: dict[str, Any], result: ActionResult
 ) -> bool:
-    """Validate customer_code / id_postcode candidates; False when the flow has failed."""
+    """Validate customer_code / id_postcode candidates (the postcode of the supply address is
+    the identity check); False when the flow has failed."""
     attempts = int(tracker.slots.get("id_attempts") or 0)
     code_value = tracker.slots.get("customer_code")
     if "customer_code" in candidates and candidates["customer_code"] is not None:
         code = values.customer_code(str(candidates["customer_code"]))
-        customer = await ctx.store.get_customer(code) if code else None
+        customer = await ctx.find_customer(code) if code else None
         if customer is None:
             attempts += 1
             result.set_slot("customer_code", None).utter("utter_invalid_customer_code")
@@ -44,27 +45,28 @@ async def _validate_identity(
             code_value = customer.id
     if "id_postcode" in candidates and candidates["id_postcode"] is not None:
         given = values.postcode(str(candidates["id_postcode"]))
-        customer = await ctx.store.get_customer(str(code_value)) if code_value else None
-        if customer is not None and given == customer.postcode:
+        customer = (
+            await ctx.verify_identity(str(code_value), {"postcode": given})
+            if code_value and given
+            else None
+        )
+        if customer is not None:
             result.set_slot("id_postcode", given)
             result.set_slot("customer_verified", True)
             result.set_slot("customer_name", customer.name)
             result.utter("utter_identified", customer_name=customer.name)
-            await ctx.store.update_conversation(
-                tracker.sender_id, customer_id=customer.id, verified=True
-            )
         else:
             attempts += 1
             result.set_slot("id_postcode", None).utter("utter_invalid_id_postcode")
     result.set_slot("id_attempts", attempts)
-    if attempts >= ctx.routing.identification_attempts:
+    if attempts >= ctx.identification_attempts:
         result.set_slot("flow_failed", True).set_slot("requested_slot", None)
         return False
     return True
 
 
-def _form_validator(form: str) -> Action:
-    async def validate(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+def _form_validator(form: str) -> FlowAction:
+    async def validate(ctx: FlowContext, tracker: Tracker) -> ActionResult:
         candidates = tracker.slots_to_validate()
         result = ActionResult()
         if tracker.latest_intent in SMALL_TALK and not _holds_a_value(candidates):
@@ -96,14 +98,18 @@ def _holds_a_value(candidates: dict[str, Any]) -> bool:
 
 
 async def _validate_flow_slot(
-    ctx: ActionContext, slot: str, raw: str, customer_id: Any, result: ActionResult
+    ctx: FlowContext, slot: str, raw: str, customer_id: Any, result: ActionResult
 ) -> None:
     if slot == "meter_reading":
         reading = values.meter_reading(raw)
         if reading is None:
             result.set_slot(slot, None).utter("utter_invalid_meter_reading")
             return
-        last = await ctx.store.last_meter_reading(str(customer_id)) if customer_id else None
+        last = (
+            (await ctx.call("last_meter_reading", customer_id=str(customer_id))).get("value")
+            if customer_id
+            else None
+        )
         if last is not None and reading < last:
             result.set_slot(slot, None).utter(
                 "utter_meter_reading_too_low", meter_reading=reading, last_reading=last
@@ -122,8 +128,8 @@ async def _validate_flow_slot(
             result.utter("utter_invalid_new_contact")
     elif slot == "ticket_number":
         number = values.ticket_number(raw)
-        ticket = await ctx.store.get_ticket(number) if number else None
-        result.set_slot(slot, ticket.id if ticket else None)
+        ticket = (await ctx.call("ticket_status", ticket=number)).get("ticket") if number else None
+        result.set_slot(slot, ticket["id"] if ticket else None)
         if number is None:
             result.utter("utter_invalid_ticket_number")
         elif ticket is None:
@@ -138,4 +144,4 @@ FORMS = (
     "ticket_status_form",
 )
 
-ACTIONS: dict[str, Action] = {f"validate_{form}": _form_validator(form) for form in FORMS}
+ACTIONS: dict[str, FlowAction] = {f"validate_{form}": _form_validator(form) for form in FORMS}

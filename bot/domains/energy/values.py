@@ -1,4 +1,4 @@
-"""Normalisation of the values customers give in flows (typed, spoken or keyed as DTMF).
+"""Normalisation of the values the sample's customers give in flows (typed, spoken or keyed).
 
 Each function takes free text and returns the canonical value, or ``None`` when the text holds
 no valid value. Speech recognisers and DTMF give bare digits, so codes are accepted without

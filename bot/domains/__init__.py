@@ -1,0 +1,1 @@
+"""The domain packs that ship with the service: ``energy``, the sample (see ``bot/domain.py``)."""
