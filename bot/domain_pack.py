@@ -45,8 +45,10 @@ class KeyedSlot:
 class BackOfficeConfig:
     kind: str  # embedded | http
     url: str = ""
-    timeout_s: float = 3.0
-    retries: int = 2
+    # a turn waits for the back office inside Rasa's time for the whole turn (10 s): a read
+    # that hangs costs timeout_s x (1 + retries) plus the pauses
+    timeout_s: float = 2.0
+    retries: int = 1
 
 
 @dataclass(frozen=True)
@@ -147,14 +149,14 @@ def _back_office(path: Path, spec: Any) -> BackOfficeConfig:
     url = spec.get("url", "")
     if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
         raise _fail(path, "back_office.url", "must be an http:// or https:// URL")
-    timeout_s = spec.get("timeout_s", 3.0)
+    timeout_s = spec.get("timeout_s", 2.0)
     if (
         not isinstance(timeout_s, int | float)
         or isinstance(timeout_s, bool)
         or not (0.1 <= timeout_s <= 60)
     ):
         raise _fail(path, "back_office.timeout_s", "must be a number of seconds in 0.1..60")
-    retries = spec.get("retries", 2)
+    retries = spec.get("retries", 1)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 5:
         raise _fail(path, "back_office.retries", "must be an integer in 0..5")
     return BackOfficeConfig(str(kind), url, float(timeout_s), retries)
