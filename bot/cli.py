@@ -33,6 +33,7 @@ from voice.errors import VoiceError
 
 log = logging.getLogger("triage")
 
+SIP_LINE = "sip"  # the readiness part of the phone line
 DATA_DIR_HELP = "where the database, models and logs live (default: ./var; env TRIAGE_DATA_DIR)"
 
 
@@ -64,6 +65,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         from bot.web.app import make_app
 
         app = make_app(runtime)
+        runtime.readiness.expect(SIP_LINE)  # /healthz says not ready until the line answers
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
@@ -92,12 +94,14 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             async with open_phone_line(
                 settings, runtime.desk, runtime.pack.manifest.keyed_slots
             ) as line:
+                runtime.readiness.ready(SIP_LINE)
                 host, port = line.local_address[:2]
                 lines = load_phone_lines(settings.phone_file)
                 print(f"triage: phone line (SIP over UDP) on {host}:{port}; call")
                 for language in ("it", "en"):
                     print(f"        sip:{lines.number_for(language)}@{host}:{port} ({language})")
                 await _serve_until_stopped()
+                runtime.readiness.gone(SIP_LINE)
         finally:
             await runner.cleanup()
     return 0

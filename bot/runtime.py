@@ -34,6 +34,7 @@ from bot.nlu.evaluation import load_examples
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaSupervisor
 from bot.nlu.training import TrainingInputs, ensure_model
+from bot.readiness import Readiness
 from bot.store.sql import SqlStore
 from bot.web.webhooks import WebhookSender
 
@@ -50,6 +51,7 @@ class Runtime:
     nlu: RasaHttpClient
     conversations: ConversationService
     desk: Desk  # where customers, the bot, the queue and agents meet; channels share it
+    readiness: Readiness  # the parts a command starts itself (the SIP line), for /healthz
     # the supervised Rasa workers (none when Rasa runs elsewhere or is reused)
     supervisors: tuple[RasaSupervisor, ...]
     api_token: str
@@ -238,6 +240,7 @@ async def open_runtime(
                 nlu=nlu,
                 conversations=conversations,
                 desk=make_desk(settings, store, conversations, back_office, routing),
+                readiness=Readiness(),
                 supervisors=tuple(supervisors),
                 api_token=api_token_for(settings),
             )

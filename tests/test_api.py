@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -11,6 +12,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.readiness import Readiness
 from bot.runtime import Runtime
 from bot.web.app import make_app
 from tests.web.conftest import with_own_desk
@@ -141,3 +143,21 @@ async def test_oversized_and_too_long_messages(
         headers=AUTH,
     )
     assert huge.status == 413
+
+
+async def test_healthz_is_not_ready_while_a_part_of_the_node_is_not(
+    rasa_runtime: Runtime,
+) -> None:
+    runtime = with_own_desk(rasa_runtime)
+    runtime = dataclasses.replace(runtime, readiness=Readiness())
+    runtime.readiness.expect("sip")
+    async with TestClient(TestServer(make_app(runtime))) as client:
+        resp = await client.get("/healthz")
+        body = await resp.json()
+        assert (resp.status, body["status"], body["not_ready"]) == (503, "degraded", ["sip"])
+        assert body["parts"] == {"rasa": True, "database": True, "sip": False}
+        runtime.readiness.ready("sip")
+        resp = await client.get("/healthz")
+        assert resp.status == 200 and (await resp.json())["not_ready"] == []
+        runtime.readiness.gone("sip")
+        assert (await client.get("/healthz")).status == 503

@@ -124,11 +124,16 @@ async def healthz(request: web.Request) -> web.Response:
             for h in (supervisor.health() for supervisor in runtime.supervisors)
         ]
     database = await database_ready(runtime)
-    ok = rasa_ready and database
-    return web.json_response(
-        {"status": "ok" if ok else "degraded", "rasa": rasa, "database": {"ready": database}},
-        status=200 if ok else 503,
-    )
+    parts = {"rasa": rasa_ready, "database": database, **runtime.readiness.parts()}
+    not_ready = sorted(part for part, ready in parts.items() if not ready)
+    body: dict[str, Any] = {
+        "status": "degraded" if not_ready else "ok",
+        "not_ready": not_ready,
+        "rasa": rasa,
+        "database": {"ready": database},
+        "parts": parts,
+    }
+    return web.json_response(body, status=503 if not_ready else 200)
 
 
 async def post_message(request: web.Request) -> web.Response:
