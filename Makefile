@@ -53,6 +53,7 @@ debian-packages:
 
 lint: gateway-env
 	$(VENV)/bin/ruff check bot voice tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: gateway-env
 	$(VENV)/bin/mypy
