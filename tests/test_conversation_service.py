@@ -693,3 +693,22 @@ async def test_rasa_client_parse_and_readiness_against_a_loaded_model(
     assert parsed.confidence == pytest.approx(0.99)
     assert ready is True
     assert rasa.requests[0] == ("POST", "/model/parse", {"text": "ciao"})
+
+
+async def test_a_message_a_channel_answered_itself_is_stored_masked_and_answered(
+    store: SqlStore,
+) -> None:
+    fake = FakeNluClient()
+    service = make_service(store, fake)
+    cid = new_conversation_id()
+    await store.ensure_conversation(cid, "phone", "it")
+
+    row = await service.record_answered(
+        cid, "sì, la carta è 4111 1111 1111 1111", intent="affirm", confidence=0.93
+    )
+
+    (stored,) = await store.messages(cid)
+    assert stored.id == row.id and "4111 1111 1111 1111" not in stored.text
+    assert (stored.status, stored.intent) == ("processed", "affirm")
+    assert fake.turns == []  # the dialogue never saw it
+    assert await store.conversations_with_unanswered() == []

@@ -163,6 +163,8 @@ async def test_a_caller_who_chatted_recently_is_asked_if_it_is_the_same_matter(
     assert len(greeting.say) == 2 and "chat" in greeting.say[1]
     yes = await brain.hear(conversation_id, "sì")
     assert yes.transfer is None and yes.say
+    (said,) = [m for m in await brain.store.messages(conversation_id) if m.sender == "user"]
+    assert (said.text, said.status, said.intent) == ("sì", "processed", "affirm")
     notes = [m.text for m in await brain.store.messages(conversation_id) if m.sender == "system"]
     assert any(chat_id in note for note in notes)
     _, stranger = await brain.begin(call(caller="+39 333 000 0000"))

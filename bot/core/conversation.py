@@ -214,6 +214,18 @@ class ConversationService:
         turn = await self._turn(conversation, row, raw, language, payload, resumed=not created)
         return replace(turn, recovered=earlier)
 
+    async def record_answered(
+        self, conversation_id: str, text: str, *, intent: str | None, confidence: float
+    ) -> Message:
+        """Store a customer message that a channel answered itself, outside the dialogue (the
+        phone's "are you calling about your chat?"): masked, and marked processed."""
+        async with self._lock(conversation_id):
+            row, _ = await self.store.add_message_once(
+                conversation_id, "user", redact(text), MessageStatus.PROCESSED
+            )
+            await self.store.mark_message(row.id, MessageStatus.PROCESSED, intent, confidence)
+            return row
+
     async def _began_before(self, conversation_id: str, key: str) -> bool:
         """Whether an interrupted turn of this message had already run actions (the handoff
         that queued the conversation, say): then the turn is run again, not relayed."""

@@ -19,7 +19,6 @@ from bot.backoffice.protocol import BackOfficeUnavailable, CustomerRecord
 from bot.core.conversation import TurnResult
 from bot.core.desk import Desk
 from bot.core.handoff_state import HandoffState
-from bot.core.redaction import redact
 from bot.domain_pack import KeyedSlot
 from bot.errors import NluUnavailable
 from bot.phone.lines import PhoneLines
@@ -134,7 +133,9 @@ class PhoneBrain:
         except NluUnavailable:
             return None
         if parse.intent in YES:
-            await self.store.add_message(conversation_id, "user", redact(text), "processed")
+            await self.desk.conversations.record_answered(
+                conversation_id, text, intent=parse.intent, confidence=parse.confidence
+            )
             await self.store.add_message(
                 conversation_id,
                 "system",
@@ -143,7 +144,9 @@ class PhoneBrain:
             )
             return await self._say(conversation_id, [TEXTS["recent_chat_yes"][language]])
         if parse.intent in NO:
-            await self.store.add_message(conversation_id, "user", redact(text), "processed")
+            await self.desk.conversations.record_answered(
+                conversation_id, text, intent=parse.intent, confidence=parse.confidence
+            )
             return await self._say(conversation_id, [self.lines.welcome[language]])
         return None
 
