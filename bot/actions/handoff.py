@@ -17,6 +17,7 @@ from bot.actions.context import Action, ActionContext
 from bot.actions.tracker import ActionResult, Tracker
 from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.core.handoff import HandoffRequest, IntentSeen, create_handoff
+from bot.core.handoff_state import HandoffMode
 from bot.core.routing import RouteKind
 from bot.store.sql import utcnow
 
@@ -58,7 +59,7 @@ async def hand_over(
     queue: str,
     topic: str,
     reason: str,
-    mode: str = "live",
+    mode: HandoffMode = HandoffMode.LIVE,
     incident: dict[str, Any] | None = None,
 ) -> ActionResult:
     """Queue the customer (or book a callback); offers a callback first when out of hours.
@@ -66,7 +67,7 @@ async def hand_over(
     language = tracker.slots.get("language")
     label = ctx.routing.queues[queue].label(language if isinstance(language, str) else None)
     result.end_form()
-    if mode == "live" and not ctx.routing.queue_is_open(queue, utcnow()):
+    if mode == HandoffMode.LIVE and not ctx.routing.queue_is_open(queue, utcnow()):
         result.set_slot("pending_offer", f"callback:{queue}:{topic}:{reason}")
         return result.utter("utter_offer_callback", queue_label=label)
     private = INTERNAL_SLOTS | ctx.private_slots
@@ -89,7 +90,7 @@ async def hand_over(
         ),
     )
     result.set_slot("handoff_id", handoff.id).set_slot("pending_offer", None)
-    if mode == "callback":
+    if mode == HandoffMode.CALLBACK:
         return result.utter("utter_callback_booked", queue_label=label)
     if reason == "failed_flow":
         return result.utter("utter_flow_failed", queue_label=label)
@@ -117,7 +118,9 @@ async def action_answer_offer(ctx: ActionContext, tracker: Tracker) -> ActionRes
     kind, _, rest = str(pending).partition(":")
     if kind == "callback":
         queue, topic, reason = rest.split(":", 2)
-        return await hand_over(ctx, tracker, result, queue, topic, reason, mode="callback")
+        return await hand_over(
+            ctx, tracker, result, queue, topic, reason, mode=HandoffMode.CALLBACK
+        )
     queue, topic = _topic_queue(ctx, tracker)
     return await hand_over(ctx, tracker, result, queue, topic, "consecutive_fallbacks")
 

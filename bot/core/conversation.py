@@ -28,9 +28,9 @@ import unicodedata
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
+from bot.core.conversation_state import WITH_A_PERSON, ConversationState, MessageStatus
 from bot.core.language import GENERIC, LanguageDetector
 from bot.core.redaction import redact
 from bot.core.routing import Route, RouteKind, RoutingTable
@@ -44,17 +44,6 @@ from bot.store.tables import Conversation, Message
 log = logging.getLogger(__name__)
 
 DEFAULT_LANGUAGE = "it"
-
-
-class MessageStatus(StrEnum):
-    """Where a stored message is: a customer's goes from ``received`` to one of the others."""
-
-    RECEIVED = "received"  # stored and acknowledged; its turn has not completed
-    PROCESSED = "processed"  # its turn completed and the replies are stored
-    RELAYED = "relayed"  # for the person handling the conversation; no bot turn
-    REJECTED = "rejected"  # empty or too long: answered with a system message
-    FAILED = "failed"  # the NLU was unavailable: answered with a system message
-    SENT = "sent"  # the bot's, an agent's or the system's message
 
 
 SYSTEM_TEXTS = {
@@ -245,7 +234,7 @@ class ConversationService:
     ) -> TurnResult:
         conversation_id, message_id = conversation.id, row.id
         key = turn_key(message_id)
-        if conversation.state in ("queued", "with_agent") and not (
+        if conversation.state in WITH_A_PERSON and not (
             resumed and await self._began_before(conversation_id, key)
         ):
             await self.store.mark_message(message_id, MessageStatus.RELAYED)
@@ -257,8 +246,10 @@ class ConversationService:
                 relayed=True,
                 stored=row,
             )
-        if conversation.state == "closed":  # the customer writes again: the bot takes it
-            await self.store.update_conversation(conversation_id, state="bot", closed_at=None)
+        if conversation.state == ConversationState.CLOSED:  # the customer writes again
+            await self.store.update_conversation(
+                conversation_id, state=ConversationState.BOT, closed_at=None
+            )
         text = clean_text(raw)
         lang = conversation.language
         if lang is None:

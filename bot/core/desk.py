@@ -18,6 +18,7 @@ from typing import Protocol
 
 from bot.backoffice.protocol import BackOffice
 from bot.core.conversation import ConversationService, TurnResult
+from bot.core.conversation_state import ConversationState
 from bot.core.handoff_state import (
     ABANDON,
     ACCEPT,
@@ -229,7 +230,7 @@ class Desk:
         handoff = await self.queue.active_for_conversation(conversation_id)
         if handoff is None:
             await self.store.update_conversation(
-                conversation_id, state="closed", closed_at=utcnow()
+                conversation_id, state=ConversationState.CLOSED, closed_at=utcnow()
             )
         elif handoff.state in WAITING:
             handoff = await self.queue.apply(handoff.id, ABANDON, Actor.system())
@@ -254,7 +255,7 @@ class Desk:
 
     async def rate(self, conversation_id: str, score: int) -> None:
         conversation = await self.store.get_conversation(conversation_id)
-        if conversation.state != "closed":
+        if conversation.state != ConversationState.CLOSED:
             raise Conflict("the conversation is not closed")
         await self.store.update_conversation(conversation_id, rating=score)
 

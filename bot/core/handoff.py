@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.backoffice.protocol import BackOffice, BackOfficeUnavailable, CustomerRecord
+from bot.core.conversation_state import ConversationState
+from bot.core.handoff_state import HandoffMode, HandoffState
 from bot.core.redaction import redact
 from bot.core.routing import RoutingTable
 from bot.store.sql import SqlStore, utcnow
@@ -33,8 +35,8 @@ class HandoffRequest:
     conversation_id: str
     queue: str
     topic: str
-    reason: str  # explicit_request | topic | consecutive_fallbacks | failed_flow
-    mode: str  # live | callback
+    reason: str  # explicit_request | topic | consecutive_fallbacks | failed_flow | ...
+    mode: HandoffMode
     intents: tuple[IntentSeen, ...]
     slots: dict[str, Any]
     turn_message: str | None = None  # the key of the customer message whose turn asks for it
@@ -132,7 +134,11 @@ async def create_handoff(
         else []
     )
     handoff_id = str(uuid.uuid4())
-    state = "callback_requested" if request.mode == "callback" else "queued"
+    state = (
+        HandoffState.CALLBACK_REQUESTED
+        if request.mode == HandoffMode.CALLBACK
+        else HandoffState.QUEUED
+    )
     envelope: dict[str, Any] = {
         "id": handoff_id,
         "schema_version": ENVELOPE_SCHEMA_VERSION,
@@ -185,5 +191,10 @@ async def create_handoff(
         turn_message=request.turn_message,
     )
     # a callback is booked and the customer goes on with the bot; a live handoff waits
-    await store.add_handoff(handoff, conversation_state="queued" if state == "queued" else "bot")
+    await store.add_handoff(
+        handoff,
+        conversation_state=(
+            ConversationState.QUEUED if state == HandoffState.QUEUED else ConversationState.BOT
+        ),
+    )
     return handoff

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.core.conversation_state import ConversationState
+
 
 class HandoffState(StrEnum):
     QUEUED = "queued"
@@ -30,54 +32,84 @@ WAITING = (HandoffState.QUEUED, HandoffState.OFFERED)
 ENDED = (HandoffState.CLOSED, HandoffState.ABANDONED)
 
 
+class HandoffMode(StrEnum):
+    LIVE = "live"  # the customer waits for a person
+    CALLBACK = "callback"  # the customer is to be called back
+
+
 @dataclass(frozen=True)
 class Transition:
     name: str
     sources: frozenset[HandoffState]
     target: HandoffState
-    conversation_state: str  # what the conversation becomes: queued | with_agent | bot | closed
-    webhook: str | None  # the signed webhook event it sends, if any
+    conversation_state: ConversationState  # what the handoff's conversation becomes
+    webhook: str | None = None  # the signed webhook event it sends, if any
 
 
-def _t(
-    name: str,
-    sources: set[HandoffState],
-    target: HandoffState,
-    conv: str,
-    webhook: str | None = None,
-) -> Transition:
-    return Transition(name, frozenset(sources), target, conv, webhook)
-
-
-S = HandoffState
-OFFER = _t("offer", {S.QUEUED}, S.OFFERED, "queued")
-EXPIRE_OFFER = _t("expire_offer", {S.OFFERED}, S.QUEUED, "queued")
-DECLINE = _t("decline", {S.OFFERED}, S.QUEUED, "queued")
-ACCEPT = _t(
+_WAITING = frozenset(WAITING)
+OFFER = Transition(
+    "offer", frozenset({HandoffState.QUEUED}), HandoffState.OFFERED, ConversationState.QUEUED
+)
+EXPIRE_OFFER = Transition(
+    "expire_offer",
+    frozenset({HandoffState.OFFERED}),
+    HandoffState.QUEUED,
+    ConversationState.QUEUED,
+)
+DECLINE = Transition(
+    "decline", frozenset({HandoffState.OFFERED}), HandoffState.QUEUED, ConversationState.QUEUED
+)
+ACCEPT = Transition(
     "accept",
-    {S.QUEUED, S.OFFERED, S.CALLBACK_REQUESTED},
-    S.ACCEPTED,
-    "with_agent",
+    _WAITING | {HandoffState.CALLBACK_REQUESTED},
+    HandoffState.ACCEPTED,
+    ConversationState.WITH_AGENT,
     "handoff.accepted",
 )
-TRANSFER = _t(
-    "transfer", {S.QUEUED, S.OFFERED, S.ACCEPTED}, S.QUEUED, "queued", "handoff.transferred"
+TRANSFER = Transition(
+    "transfer",
+    _WAITING | {HandoffState.ACCEPTED},
+    HandoffState.QUEUED,
+    ConversationState.QUEUED,
+    "handoff.transferred",
 )
-CLOSE = _t("close", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
+CLOSE = Transition(
+    "close",
+    frozenset({HandoffState.ACCEPTED}),
+    HandoffState.CLOSED,
+    ConversationState.CLOSED,
+    "handoff.closed",
+)
 # handed back to the bot
-RELEASE = _t("release", {S.ACCEPTED}, S.CLOSED, "bot", "handoff.released")
-ABANDON = _t("abandon", {S.QUEUED, S.OFFERED}, S.ABANDONED, "closed", "handoff.abandoned")
-CUSTOMER_LEFT = _t("customer_left", {S.ACCEPTED}, S.CLOSED, "closed", "handoff.closed")
+RELEASE = Transition(
+    "release",
+    frozenset({HandoffState.ACCEPTED}),
+    HandoffState.CLOSED,
+    ConversationState.BOT,
+    "handoff.released",
+)
+ABANDON = Transition(
+    "abandon", _WAITING, HandoffState.ABANDONED, ConversationState.CLOSED, "handoff.abandoned"
+)
+CUSTOMER_LEFT = Transition(
+    "customer_left",
+    frozenset({HandoffState.ACCEPTED}),
+    HandoffState.CLOSED,
+    ConversationState.CLOSED,
+    "handoff.closed",
+)
 # a phone transfer that failed: the customer is called back instead, and goes on with the bot
-REQUEST_CALLBACK = _t(
+REQUEST_CALLBACK = Transition(
     "request_callback",
-    {S.QUEUED, S.OFFERED},
-    S.CALLBACK_REQUESTED,
-    "bot",
+    _WAITING,
+    HandoffState.CALLBACK_REQUESTED,
+    ConversationState.BOT,
     "handoff.callback_requested",
 )
 
 
 def created_webhook(state: str) -> str:
     """The webhook event of a new handoff: queued for a person, or a callback requested."""
-    return "handoff.callback_requested" if state == S.CALLBACK_REQUESTED else "handoff.queued"
+    if state == HandoffState.CALLBACK_REQUESTED:
+        return "handoff.callback_requested"
+    return "handoff.queued"

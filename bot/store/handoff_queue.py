@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.core.conversation_state import ConversationState
 from bot.core.handoff_state import (
     ACCEPT,
     ENDED,
@@ -140,7 +141,7 @@ class HandoffQueueStore:
                 "state": transition.conversation_state,
                 "updated_at": now,
             }
-            if transition.conversation_state == "closed":
+            if transition.conversation_state == ConversationState.CLOSED:
                 conversation_values["closed_at"] = now
             await s.execute(
                 update(Conversation)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from bot.core.handoff_state import WAITING, HandoffState
+from bot.core.handoff_state import WAITING, HandoffMode, HandoffState
 from bot.store.sql import SqlStore
 from bot.store.tables import Handoff, Message
 
@@ -62,7 +62,7 @@ async def window_figures(store: SqlStore, since: datetime) -> WindowFigures:
     conversations = {c for c, _ in pairs}
     handed = {c for c, _, _ in handoffs}
     waiting = {s.value for s in WAITING}
-    live_ended = [st for _, mode, st in handoffs if mode == "live" and st not in waiting]
+    live_ended = [st for _, mode, st in handoffs if mode == HandoffMode.LIVE and st not in waiting]
     per_intent: defaultdict[str, set[str]] = defaultdict(set)
     for conversation_id, intent in pairs:
         if intent:

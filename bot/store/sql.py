@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from bot.core.conversation_state import ConversationState
 from bot.core.handoff_state import created_webhook
 from bot.errors import NotFound
 from bot.store.tables import (
@@ -129,7 +130,7 @@ class SqlStore:
             language=language,
             customer_id=None,
             verified=False,
-            state="bot",
+            state=ConversationState.BOT,
             created_at=now,
             updated_at=now,
         )
@@ -368,7 +369,7 @@ class SqlStore:
             )
             return result.all()
 
-    async def add_handoff(self, handoff: Handoff, conversation_state: str) -> None:
+    async def add_handoff(self, handoff: Handoff, conversation_state: ConversationState) -> None:
         """Store the handoff with its first event, and move its conversation, atomically."""
         async with self.session() as s:
             s.add(handoff)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.desk import Desk, message_frame
-from bot.core.handoff_state import WAITING
+from bot.core.handoff_state import WAITING, HandoffState
 from bot.core.redaction import redact
 from bot.errors import BadRequest, Forbidden, NotFound
 from bot.store.handoff_queue import numbered
@@ -196,7 +196,7 @@ async def list_handoffs(request: web.Request) -> web.Response:
     state = request.query.get("state", "waiting")
     if state == "waiting":  # whole queues in service order: positions come from this one query
         handoffs = [handoff_json(h, p) for p, h in numbered(await desk.queue.waiting(names))]
-    elif state == "callback_requested":
+    elif state == HandoffState.CALLBACK_REQUESTED:
         handoffs = [handoff_json(h) for h in await desk.queue.callbacks(names)]
     else:
         raise BadRequest("state must be waiting or callback_requested")

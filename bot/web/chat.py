@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.backoffice.protocol import BackOfficeUnavailable
+from bot.core.conversation_state import ConversationState
 from bot.core.desk import Desk, message_frame
 from bot.core.hub import Frame, Subscription
 from bot.core.identity import IdentityError, resume_token, resume_token_ok, verify_identity
@@ -191,7 +192,7 @@ class ChatConnection:
         except NotFound:
             notices.append(_error("bad_resume", "this conversation no longer exists"))
             return None
-        if conversation.state == "closed":
+        if conversation.state == ConversationState.CLOSED:
             return None  # a closed conversation is over: start afresh
         return conversation
 
