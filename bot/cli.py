@@ -1,4 +1,5 @@
-"""The ``triage`` command: train, serve, nlu, shell, eval, test, agents, models, say, call."""
+"""The ``triage`` command: train, serve, nlu, shell, eval, test, agents, domain, models, say,
+call."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from bot.config import Settings, load_settings
 from bot.core.hub import Frame
 from bot.core.language import detect_language
 from bot.core.routing import load_routing
+from bot.domain_cli import add_parsers as add_domain_parsers
 from bot.errors import BotError, ConfigError
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
@@ -271,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="the project's NLU evaluation and conversation tests")
     p.set_defaults(run=cmd_test)
     add_agent_parsers(sub)
+    add_domain_parsers(sub)
     add_voice_parsers(sub)
     return parser
 

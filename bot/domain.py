@@ -21,7 +21,12 @@ does nothing about it: the customer is told plainly and handed to a person (reas
 
 The dialogue slots the service itself reads and writes, which every pack's Rasa domain declares
 (``triage domain check`` verifies): ``language``, ``customer_code``, ``customer_verified``,
-``customer_name``, ``handoff_id``, ``pending_offer``, ``flow_failed``, ``id_attempts``.
+``customer_name``, ``handoff_id``, ``pending_offer``, ``flow_failed``, ``id_attempts``; and the
+intents it relies on (``SERVICE_INTENTS``): ``request_human`` (the phone's key 0 sends it),
+``affirm`` and ``deny`` (answers to an offer, and to "are you calling about your chat?"),
+``out_of_scope`` (counted with Rasa's ``nlu_fallback`` before a person is offered). A flow is
+named so that its form is ``<flow>_form`` and its actions ``validate_<flow>_form`` and
+``action_<flow>``: that is how a failure is traced back to the flow and its queue.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from bot.backoffice.protocol import (
 )
 
 __all__ = [
+    "SERVICE_INTENTS",
     "SERVICE_SLOTS",
     "ActionResult",
     "BackOffice",
@@ -59,6 +65,7 @@ __all__ = [
     "UnknownOperation",
 ]
 
+SERVICE_INTENTS = ("request_human", "affirm", "deny", "out_of_scope")
 SERVICE_SLOTS = (
     "language",
     "customer_code",

@@ -1,8 +1,9 @@
 """Finding, reading and importing the selected domain pack (``bot/domain.py`` says what one is).
 
-``locate_pack`` and ``read_manifest`` read only files (the settings use them for paths, and
-``triage domain check`` to report problems); ``load_pack`` also imports the pack's Python code.
-A manifest error names the file and the key.
+``locate_pack`` and ``read_manifest`` read only files (the settings use them for paths);
+``load_pack`` also imports the pack's Python code. A problem names the file and the key: these
+raise the first, and ``check_manifest`` and ``check_pack_code`` return them all, for
+``triage domain check`` (``bot/domain_check.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +29,7 @@ DEFAULT_DOMAIN = "energy"
 MANIFEST = "pack.yml"
 LANGUAGES = ("it", "en")
 BACK_OFFICE_KINDS = ("embedded", "http")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+PACK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _SLOT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -91,7 +92,7 @@ def locate_pack(spec: str) -> tuple[Path, str | None]:
     as_path = Path(spec).expanduser()
     if (as_path / MANIFEST).is_file():
         return as_path.resolve(), None
-    if _NAME.match(spec) and (DOMAINS_DIR / spec / MANIFEST).is_file():
+    if PACK_NAME.match(spec) and (DOMAINS_DIR / spec / MANIFEST).is_file():
         return DOMAINS_DIR / spec, f"bot.domains.{spec}"
     try:
         module_spec = importlib.util.find_spec(spec)
@@ -107,125 +108,234 @@ def locate_pack(spec: str) -> tuple[Path, str | None]:
     )
 
 
-def _fail(path: Path, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{path}: {key}: {problem}")
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in a pack: the file, the key in it (dotted), and what is wrong."""
+
+    file: Path
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.file}: {self.key}: {self.message}"
+            if self.key
+            else f"{self.file}: {self.message}"
+        )
+
+    @classmethod
+    def from_error(cls, file: Path, error: ConfigError) -> Problem:
+        """The problem a loader's ``ConfigError`` about ``file`` names (``FILE: KEY: WHAT``,
+        or ``FILE: cannot read ...``)."""
+        text = str(error).removeprefix(f"{file}: ")
+        key, sep, message = text.partition(": ")
+        if not sep or " " in key:
+            return cls(file, "", text)
+        return cls(file, key, message)
+
+
+def loader_problems(
+    path: Path, load: Callable[[Path], object], found: Sequence[Problem]
+) -> list[Problem]:
+    """What ``load`` (a loader that raises a ``ConfigError`` for its first problem) refuses in
+    ``path``, unless a problem ``found`` already is about the same key or one under it."""
+    try:
+        load(path)
+    except ConfigError as exc:
+        problem = Problem.from_error(path, exc)
+        covered = any(
+            p.file == path
+            and (not p.key or p.key == problem.key or p.key.startswith(problem.key + "."))
+            for p in found
+        )
+        return [] if covered else [problem]
+    return []
 
 
 def read_manifest(root: Path) -> Manifest:
+    """``pack.yml`` of the pack at ``root``; a ``ConfigError`` names the first problem."""
+    manifest, problems = check_manifest(root)
+    if problems or manifest is None:
+        raise ConfigError(str(problems[0]))
+    return manifest
+
+
+def check_manifest(root: Path) -> tuple[Manifest | None, list[Problem]]:
+    """``pack.yml`` and every problem in it. The manifest is there whenever the file is a
+    mapping, with defaults in place of the wrong values, so that a check can go on."""
     path = root / MANIFEST
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the pack manifest: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("version") != 1:
-        raise _fail(path, "version", "must be 1")
+        return None, [Problem(path, "", f"cannot read the pack manifest: {exc}")]
+    if not isinstance(doc, dict):
+        return None, [Problem(path, "version", "must be 1")]
+    problems: list[Problem] = []
+    if doc.get("version") != 1:
+        problems.append(Problem(path, "version", "must be 1"))
     name = doc.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _fail(path, "name", "must be lower-case letters, digits and _, starting a letter")
+    if not isinstance(name, str) or not PACK_NAME.match(name):
+        problems.append(
+            Problem(path, "name", "must be lower-case letters, digits and _, starting a letter")
+        )
+        name = root.name
     languages = doc.get("languages")
     if not isinstance(languages, list) or not languages or not set(languages) <= set(LANGUAGES):
-        raise _fail(path, "languages", f"must be a non-empty list of {', '.join(LANGUAGES)}")
+        problems.append(
+            Problem(path, "languages", f"must be a non-empty list of {', '.join(LANGUAGES)}")
+        )
+        languages = [lang for lang in LANGUAGES if lang in (languages or ())] or list(LANGUAGES)
     # (whether it holds Rasa data is checked by `triage domain check` and by training: an
     # installation may name another place, TRIAGE_NLU_DATA_DIR)
     rasa_data = (root / str(doc.get("rasa_data", "nlu_data"))).resolve()
-    return Manifest(
-        name=name,
+    manifest = Manifest(
+        name=str(name),
         root=root,
         languages=tuple(languages),
         rasa_data=rasa_data,
-        back_office=_back_office(path, doc.get("back_office")),
-        operations=_operations(path, doc.get("operations")),
-        keyed_slots=_keyed_slots(path, doc.get("keyed_slots")),
-        private_slots=_private_slots(path, doc.get("private_slots")),
+        back_office=_back_office(path, doc.get("back_office"), problems),
+        operations=_operations(path, doc.get("operations"), problems),
+        keyed_slots=_keyed_slots(path, doc.get("keyed_slots"), problems),
+        private_slots=_private_slots(path, doc.get("private_slots"), problems),
     )
+    return manifest, problems
 
 
-def _back_office(path: Path, spec: Any) -> BackOfficeConfig:
+def _back_office(path: Path, spec: Any, problems: list[Problem]) -> BackOfficeConfig:
     if not isinstance(spec, dict):
-        raise _fail(path, "back_office", "must say its kind: embedded or http")
+        problems.append(Problem(path, "back_office", "must say its kind: embedded or http"))
+        return BackOfficeConfig("embedded")
     kind = spec.get("kind")
     if kind not in BACK_OFFICE_KINDS:
-        raise _fail(path, "back_office.kind", f"must be one of {', '.join(BACK_OFFICE_KINDS)}")
+        problems.append(
+            Problem(path, "back_office.kind", f"must be one of {', '.join(BACK_OFFICE_KINDS)}")
+        )
+        kind = "embedded"
     url = spec.get("url", "")
     if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
-        raise _fail(path, "back_office.url", "must be an http:// or https:// URL")
+        problems.append(Problem(path, "back_office.url", "must be an http:// or https:// URL"))
+        url = ""
     timeout_s = spec.get("timeout_s", 2.0)
     if (
         not isinstance(timeout_s, int | float)
         or isinstance(timeout_s, bool)
         or not (0.1 <= timeout_s <= 60)
     ):
-        raise _fail(path, "back_office.timeout_s", "must be a number of seconds in 0.1..60")
+        problems.append(
+            Problem(path, "back_office.timeout_s", "must be a number of seconds in 0.1..60")
+        )
+        timeout_s = 2.0
     retries = spec.get("retries", 1)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 5:
-        raise _fail(path, "back_office.retries", "must be an integer in 0..5")
+        problems.append(Problem(path, "back_office.retries", "must be an integer in 0..5"))
+        retries = 1
     return BackOfficeConfig(str(kind), url, float(timeout_s), retries)
 
 
-def _operations(path: Path, spec: Any) -> dict[str, OperationSpec]:
+def _operations(path: Path, spec: Any, problems: list[Problem]) -> dict[str, OperationSpec]:
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        raise _fail(path, "operations", "must map operation names to {read_only: true|false}")
+        problems.append(
+            Problem(path, "operations", "must map operation names to {read_only: true|false}")
+        )
+        return {}
     found: dict[str, OperationSpec] = {}
     for name, body in spec.items():
         key = f"operations.{name}"
         if not isinstance(name, str) or not _SLOT.match(name):
-            raise _fail(path, key, "an operation name is lower-case letters, digits and _")
-        if not isinstance(body, dict) or not isinstance(body.get("read_only"), bool):
-            raise _fail(path, key, "must say read_only: true or false")
-        found[name] = OperationSpec(name, body["read_only"])
+            problems.append(
+                Problem(path, key, "an operation name is lower-case letters, digits and _")
+            )
+        elif not isinstance(body, dict) or not isinstance(body.get("read_only"), bool):
+            problems.append(Problem(path, key, "must say read_only: true or false"))
+        else:
+            found[name] = OperationSpec(name, body["read_only"])
     return found
 
 
-def _keyed_slots(path: Path, spec: Any) -> dict[str, KeyedSlot]:
+def _keyed_slots(path: Path, spec: Any, problems: list[Problem]) -> dict[str, KeyedSlot]:
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        raise _fail(path, "keyed_slots", "must map slot names to {digits: N, prefix: TEXT}")
+        problems.append(
+            Problem(path, "keyed_slots", "must map slot names to {digits: N, prefix: TEXT}")
+        )
+        return {}
     found: dict[str, KeyedSlot] = {}
     for slot, body in spec.items():
         key = f"keyed_slots.{slot}"
         if not isinstance(slot, str) or not _SLOT.match(slot) or not isinstance(body, dict):
-            raise _fail(path, key, "must be a slot name mapped to {digits: N, prefix: TEXT}")
+            problems.append(
+                Problem(path, key, "must be a slot name mapped to {digits: N, prefix: TEXT}")
+            )
+            continue
         digits, prefix = body.get("digits"), body.get("prefix", "")
         if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 32:
-            raise _fail(path, f"{key}.digits", "must be an integer in 1..32")
+            problems.append(Problem(path, f"{key}.digits", "must be an integer in 1..32"))
+            digits = None
         if not isinstance(prefix, str) or len(prefix) > 8:
-            raise _fail(path, f"{key}.prefix", "must be a short text")
-        found[slot] = KeyedSlot(slot, digits, prefix)
+            problems.append(Problem(path, f"{key}.prefix", "must be a short text"))
+            prefix = None
+        if digits is not None and prefix is not None:
+            found[slot] = KeyedSlot(slot, digits, prefix)
     return found
 
 
-def _private_slots(path: Path, spec: Any) -> frozenset[str]:
+def _private_slots(path: Path, spec: Any, problems: list[Problem]) -> frozenset[str]:
     if spec is None:
         return frozenset()
     if not isinstance(spec, list) or not all(isinstance(s, str) for s in spec):
-        raise _fail(path, "private_slots", "must be a list of slot names")
+        problems.append(Problem(path, "private_slots", "must be a list of slot names"))
+        return frozenset()
     return frozenset(spec)
 
 
-def _import(root: Path, module_name: str | None, pack_name: str) -> ModuleType:
+def import_pack_code(root: Path, module_name: str | None, package: str) -> ModuleType:
+    """The pack's Python: the importable module ``module_name``, or else the directory ``root``
+    imported as the package ``package`` (once: it stays in ``sys.modules``)."""
     if module_name is not None:
         return importlib.import_module(module_name)
     # a pack directory outside the installed packages: imported as a package of its own, so
     # that its modules import each other relatively
-    name = f"triage_domain_{pack_name}"
-    if name in sys.modules:
-        return sys.modules[name]
+    if package in sys.modules:
+        return sys.modules[package]
     module_spec = importlib.util.spec_from_file_location(
-        name, root / "__init__.py", submodule_search_locations=[str(root)]
+        package, root / "__init__.py", submodule_search_locations=[str(root)]
     )
     if module_spec is None or module_spec.loader is None:
         raise ConfigError(f"{root}: a domain pack needs an __init__.py")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
+    sys.modules[package] = module
     try:
         module_spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[name]
+        del sys.modules[package]
         raise
     return module
+
+
+def check_pack_code(manifest: Manifest, module: ModuleType) -> tuple[DomainPack, list[Problem]]:
+    """The pack's declarations in its imported code, and every problem with them."""
+    problems: list[Problem] = []
+    actions = getattr(module, "ACTIONS", None)
+    if not isinstance(actions, Mapping) or not all(
+        isinstance(k, str) and callable(v) for k, v in actions.items()
+    ):
+        init = manifest.root / "__init__.py"
+        problems.append(Problem(init, "ACTIONS", "must map action names to functions"))
+        actions = {}
+    embedded = getattr(module, "embedded_back_office", None)
+    if manifest.back_office.kind == "embedded" and not callable(embedded):
+        problems.append(
+            Problem(
+                manifest.root / MANIFEST,
+                "back_office.kind",
+                f"is embedded but {manifest.root}/__init__.py defines no embedded_back_office(ctx)",
+            )
+        )
+    pack = DomainPack(manifest, dict(actions), embedded if callable(embedded) else None)
+    return pack, problems
 
 
 def load_pack(spec: str) -> DomainPack:
@@ -233,16 +343,8 @@ def load_pack(spec: str) -> DomainPack:
     async factory: ``async def embedded_back_office(ctx: EmbeddedContext) -> BackOffice``."""
     root, module_name = locate_pack(spec)
     manifest = read_manifest(root)
-    module = _import(root, module_name, manifest.name)
-    actions = getattr(module, "ACTIONS", None)
-    if not isinstance(actions, Mapping) or not all(
-        isinstance(k, str) and callable(v) for k, v in actions.items()
-    ):
-        raise ConfigError(f"{root}/__init__.py: ACTIONS must map action names to functions")
-    embedded = getattr(module, "embedded_back_office", None)
-    if manifest.back_office.kind == "embedded" and not callable(embedded):
-        raise ConfigError(
-            f"{root / MANIFEST}: back_office.kind is embedded but {root}/__init__.py defines "
-            "no embedded_back_office(ctx)"
-        )
-    return DomainPack(manifest, dict(actions), embedded if callable(embedded) else None)
+    module = import_pack_code(root, module_name, f"triage_domain_{manifest.name}")
+    pack, problems = check_pack_code(manifest, module)
+    if problems:
+        raise ConfigError(str(problems[0]))
+    return pack
