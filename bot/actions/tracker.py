@@ -78,6 +78,13 @@ class Tracker:
             if e.get("event") == "action" and e.get("name") == action
         )
 
+    def handed_over_this_turn(self) -> bool:
+        """Whether an action of this turn already handed the customer to a person."""
+        return any(
+            e.get("event") == "slot" and e.get("name") == "handoff_id" and e.get("value")
+            for e in self.events[self._last_user_index() + 1 :]
+        )
+
     def slots_to_validate(self) -> dict[str, Any]:
         """Slots set since the last user message: the candidates a form validator must check."""
         found: dict[str, Any] = {}

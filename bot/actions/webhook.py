@@ -36,6 +36,12 @@ UNJOURNALED = frozenset({"action_session_start"})
 
 def _in_flow_context(name: str, flow_action: FlowAction) -> Action:
     async def run(ctx: ActionContext, tracker: Tracker) -> ActionResult:
+        if tracker.handed_over_this_turn():
+            # A form's validator could not reach the back office and handed the customer over
+            # (back_office_down ends the form): Rasa then runs the flow's final action as if
+            # the form had completed. It must do nothing, neither fail on the values the form
+            # never got nor read data for a customer whose identity was never checked.
+            return ActionResult()
         return await flow_action(TurnFlowContext(ctx, tracker, name), tracker)
 
     return run
