@@ -8,8 +8,12 @@ English that ends with a request for a person (some do the balance flow first), 
 until its ``ack`` and sent again with the same id after a reconnect, a resume with
 ``{conversation_id, token, last_seq}`` whenever the socket drops, and reconnection with the
 widget's backoff until the server is back. Meanwhile the service is killed (SIGKILL) ``--kills``
-times, each after a random uptime (``--uptime-s``, ``--seed``), and started again on the same data
-directory and ports.
+times at random moments (``--seed``), and started again on the same data directory and ports.
+Each kill follows a customer drawn at random, so that the kills spread over the run however long
+it takes: ``--at any`` (the default) kills a random 0-5 s after that customer arrives, which
+catches a bot's turn in flight only now and then (a turn takes tens of milliseconds, a customer
+thinks for seconds); ``--at turn`` kills a random 0-20 ms after the ack of one of that
+customer's messages, inside its turn. Each kill reports the turns it caught in flight.
 
 When every customer is done (or at ``--deadline-s``) the service is stopped cleanly, and the
 figures come from the customers' view and from the store: messages sent, acked and stored; acked
@@ -23,8 +27,8 @@ bench itself broke.
     .venv/bin/python bench/crash_recovery.py                  # 80 customers, 3 kills
     .venv/bin/python bench/crash_recovery.py --kills 5 --seed 2 --keep
 
-Only 127.0.0.1 is used; every wait is bounded. Out of the queues' hours (config/routing.yml) a
-customer accepts the callback offered instead of a queue, which is a handoff too.
+Only 127.0.0.1 is used; every wait is bounded. Out of the queues' hours (the domain pack's
+``routing.yml``) a customer accepts the callback offered instead of a queue: a handoff too.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,7 +60,7 @@ from turns import SCRIPTS as TURN_SCRIPTS
 from turns import Script, Step
 
 from bot.config import load_settings
-from bot.core.conversation import MessageStatus
+from bot.core.conversation_state import MessageStatus
 from bot.nlu.evaluation import free_port
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.store.sql import SqlStore
@@ -77,6 +82,8 @@ BACKOFF_MIN_S: Final = 0.5  # the widget's reconnect backoff: 0.5 s doubling to 
 BACKOFF_MAX_S: Final = 10.0
 FIRST_WAVE_SPREAD_S: Final = 5.0  # the first customers arrive over this long
 LATER_ARRIVAL_SPREAD_S: Final = 1.0  # later ones this long after a place frees
+KILL_DELAY_MAX_S: Final = 5.0  # --at any: a kill comes up to this long after its customer arrives
+KILL_AFTER_ACK_MAX_S: Final = 0.02  # --at turn: up to this long after the ack
 ANSWER_SENDERS: Final = frozenset({"bot", "system"})
 CALLBACK_PAYLOAD: Final = "/affirm"  # the "yes" button of the out-of-hours callback offer
 
@@ -212,6 +219,20 @@ class Service:
             await self.proc.wait()
 
 
+class KillAt(StrEnum):
+    """Which moments the kills are drawn from."""
+
+    ANY = "any"  # a random moment after a random customer arrives
+    TURN = "turn"  # just after one of a random customer's messages is acked: inside its turn
+
+
+class GaveUp(StrEnum):
+    """Why a customer stopped before the end of their script."""
+
+    NO_ANSWER = "no answer"  # connected for REPLY_TIMEOUT_S and nothing answered the message
+    DEADLINE = "deadline"  # --deadline-s came first
+
+
 @dataclass
 class Sent:
     """A customer message as the client knows it: unsent until its ack, then awaiting an answer."""
@@ -220,6 +241,7 @@ class Sent:
     text: str
     payload: str | None = None
     ack_seq: int | None = None
+    acked_at: float | None = None  # time.monotonic()
     transmissions: int = 0
     answered: bool = False
 
@@ -249,7 +271,6 @@ class Customer:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.conversation_id: str | None = None
         self.token: str | None = None
-        self.conversation_ids: list[str] = []
         self.shown: dict[int, dict[str, Any]] = {}  # seq -> message, each seq once
         self.sent: list[Sent] = []
         self.pending: Sent | None = None  # the latest message: resent after a welcome if unacked
@@ -260,20 +281,25 @@ class Customer:
         self.resume_refused = 0
         self.system_answers = 0
         self.errors: list[str] = []
-        self.gave_up: str | None = None  # "no answer" or "deadline"
+        self.gave_up: GaveUp | None = None
+        self.arrived = asyncio.Event()
+        self.acks = 0
+        self.acked = asyncio.Event()  # set at each ack and at the end; its waiter clears it
         self.done = False
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         self.session = session
+        self.arrived.set()
         try:
             await self._converse()
         finally:
             await self._drop()
             self.done = True
+            self.acked.set()
 
     async def _converse(self) -> None:
         if not await self._connect():
-            self.gave_up = "deadline"
+            self.gave_up = GaveUp.DEADLINE
             return
         steps = self.script.steps
         for number, step in enumerate(steps):
@@ -307,7 +333,8 @@ class Customer:
             self.pending = sent
             await self._transmit(sent)
             if not await self._until(functools.partial(self._answered, sent), REPLY_TIMEOUT_S):
-                self.gave_up = "deadline" if time.monotonic() >= self.deadline else "no answer"
+                late = time.monotonic() >= self.deadline
+                self.gave_up = GaveUp.DEADLINE if late else GaveUp.NO_ANSWER
                 return False
             sent.answered = True
             if self._answer_senders(sent) != {"system"}:
@@ -354,7 +381,10 @@ class Customer:
     async def _receive(self, timeout_s: float) -> None:
         assert self.ws is not None
         try:
-            msg = await self.ws.receive(timeout=timeout_s)
+            # not receive(timeout=...): aiohttp starts that timeout again after each ping, and
+            # the server pings every 30 s, so a wait longer than that would never end
+            async with asyncio.timeout(timeout_s):
+                msg = await self.ws.receive()
         except TimeoutError:
             return
         except (ConnectionError, aiohttp.ClientError):
@@ -371,6 +401,9 @@ class Customer:
         if kind == "ack":
             if pending is not None and frame.get("id") == pending.client_id:
                 pending.ack_seq = int(frame["seq"])
+                pending.acked_at = time.monotonic()
+                self.acks += 1
+                self.acked.set()
         elif kind == "message":
             self.shown.setdefault(int(frame["seq"]), frame)
         elif kind == "history":
@@ -448,8 +481,6 @@ class Customer:
                 self.shown.clear()  # a new conversation, as the widget starts afresh
         self.conversation_id = conversation_id
         self.token = str(welcome["token"])
-        if conversation_id not in self.conversation_ids:
-            self.conversation_ids.append(conversation_id)
         if self.pending is not None and self.pending.ack_seq is None:
             await self._transmit(self.pending)
 
@@ -467,6 +498,7 @@ async def _close(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 @dataclass(frozen=True)
 class Kill:
+    after_customer: int  # the customer whose arrival it followed
     at_s: float  # since the customers started
     turns_in_flight: int  # customers with an acked message not answered yet
     unacked_in_flight: int  # customers with a message sent and not acked yet
@@ -476,33 +508,52 @@ class Kill:
 async def kill_at_random(
     service: Service,
     customers: list[Customer],
-    args: argparse.Namespace,
+    count: int,
+    at: KillAt,
     rng: random.Random,
     started: float,
-    all_done: asyncio.Event,
 ) -> list[Kill]:
-    """Up to ``--kills`` kills, each after a random uptime; none once every customer is done."""
+    """``count`` kills, each at a random moment that follows a customer drawn at random (never
+    the first: the service has some traffic to lose)."""
     kills: list[Kill] = []
-    for _ in range(args.kills):
-        try:
-            async with asyncio.timeout(rng.uniform(*args.uptime)):
-                await all_done.wait()
-            return kills
-        except TimeoutError:
-            pass
-        at = time.monotonic()
+    up_since = started
+    for number in sorted(rng.sample(range(1, len(customers)), min(count, len(customers) - 1))):
+        customer = customers[number]
+        if at is KillAt.TURN:
+            # an ack after the previous restart: one the killer waited through would be stale
+            target = max(rng.randint(1, len(customer.script.steps)), customer.acks + 1)
+            while customer.acks < target and not customer.done:
+                customer.acked.clear()
+                await customer.acked.wait()
+            await asyncio.sleep(rng.uniform(0, KILL_AFTER_ACK_MAX_S))
+        else:
+            await customer.arrived.wait()
+            await asyncio.sleep(rng.uniform(0, KILL_DELAY_MAX_S))
+        # counted in the same step as the kill (no await between): what the kill interrupts
         pending = [c.pending for c in customers if not c.done and c.pending is not None]
+        # acked since the service last came up: older ones are not this kill's doing
+        in_flight = sum(
+            p.acked_at is not None and p.acked_at > up_since and not p.answered for p in pending
+        )
+        unacked = sum(p.ack_seq is None for p in pending)
+        killed_at = time.monotonic()
         await service.kill()
         await service.start()
         kills.append(
             Kill(
-                at_s=round(at - started, 1),
-                turns_in_flight=sum(p.ack_seq is not None and not p.answered for p in pending),
-                unacked_in_flight=sum(p.ack_seq is None for p in pending),
-                back_after_s=round(time.monotonic() - at, 1),
+                after_customer=number,
+                at_s=round(killed_at - started, 1),
+                turns_in_flight=in_flight,
+                unacked_in_flight=unacked,
+                back_after_s=round(time.monotonic() - killed_at, 1),
             )
         )
-        print(f"  killed at {kills[-1].at_s} s, back after {kills[-1].back_after_s} s", flush=True)
+        up_since = time.monotonic()
+        print(
+            f"  killed at {kills[-1].at_s} s ({kills[-1].turns_in_flight} turns in flight), "
+            f"back after {kills[-1].back_after_s} s",
+            flush=True,
+        )
     return kills
 
 
@@ -510,7 +561,6 @@ async def arrive(
     customers: list[Customer],
     concurrent: int,
     session: aiohttp.ClientSession,
-    all_done: asyncio.Event,
 ) -> None:
     """Every customer in turn, about ``concurrent`` connected at once."""
     places = asyncio.Semaphore(concurrent)
@@ -521,12 +571,9 @@ async def arrive(
             await asyncio.sleep(customer.rng.uniform(0, spread))
             await customer.run(session)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for customer in customers:
-                group.create_task(one(customer))
-    finally:
-        all_done.set()
+    async with asyncio.TaskGroup() as group:
+        for customer in customers:
+            group.create_task(one(customer))
 
 
 @dataclass(frozen=True)
@@ -623,7 +670,7 @@ def figures_of(
             "reconnects": sum(c.reconnects for c in customers),
             "resume_refused": sum(c.resume_refused for c in customers),
             "system_answers": sum(c.system_answers for c in customers),
-            "gave_up": dict(Counter(c.gave_up for c in customers if c.gave_up)),
+            "gave_up": dict(Counter(str(c.gave_up) for c in customers if c.gave_up)),
             "errors": dict(Counter(e for c in customers for e in c.errors)),
         },
         "store": {
@@ -665,11 +712,14 @@ def print_table(figures: dict[str, Any]) -> None:
     for label, by_customers, by_store in rows:
         print(f"{label:36} {by_customers!s:>12} {by_store!s:>8}")
     kills = figures["kills"]
+
+    def each(key: str) -> str:
+        return ", ".join(str(k[key]) for k in kills) or "-"
+
     print(
-        f"\nkills at (s): {', '.join(str(k['at_s']) for k in kills) or 'none'}; back after (s): "
-        f"{', '.join(str(k['back_after_s']) for k in kills) or '-'}; turns in flight: "
-        f"{', '.join(str(k['turns_in_flight']) for k in kills) or '-'}; unacked in flight: "
-        f"{', '.join(str(k['unacked_in_flight']) for k in kills) or '-'}"
+        f"\nkills ({figures['kill_at']}) at (s): {each('at_s')}; back after (s): "
+        f"{each('back_after_s')}; turns in flight: {each('turns_in_flight')}; unacked in "
+        f"flight: {each('unacked_in_flight')}"
     )
     print(
         f"customers {figures['customer_count']} ({figures['concurrent']} at once), "
@@ -715,8 +765,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             )
             for number in range(args.customers)
         ]
-        print(f"{args.customers} customers, {args.kills} kills, seed {args.seed} ...", flush=True)
-        all_done = asyncio.Event()
+        print(
+            f"{args.customers} customers, {args.kills} kills (at {args.at}), seed {args.seed} ...",
+            flush=True,
+        )
         connector = aiohttp.TCPConnector(limit=0)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
@@ -724,10 +776,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         ):
             killer = group.create_task(
                 kill_at_random(
-                    service, customers, args, random.Random(rng.random()), started, all_done
+                    service,
+                    customers,
+                    args.kills,
+                    KillAt(args.at),
+                    random.Random(rng.random()),
+                    started,
                 )
             )
-            group.create_task(arrive(customers, args.concurrent, session, all_done))
+            group.create_task(arrive(customers, args.concurrent, session))
         wall_s = time.monotonic() - started
         await service.stop()
         rows, handoffs = await read_store(data_dir)
@@ -740,6 +797,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         customer_count=args.customers,
         concurrent=args.concurrent,
         kills=[asdict(k) for k in killer.result()],
+        kill_at=args.at,
         seed=args.seed,
         rasa_workers=args.rasa_workers,
         wall_s=round(wall_s, 1),
@@ -756,7 +814,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, default=20, help="customers connected at once")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the service")
     parser.add_argument(
-        "--uptime-s", default="4,20", help="uptime before each kill, MIN,MAX seconds (random)"
+        "--at",
+        choices=[a.value for a in KillAt],
+        default=KillAt.ANY.value,
+        help="kill moments: any (after a customer arrives) or turn (inside a bot's turn)",
     )
     parser.add_argument("--think-s", default="1,4", help="think time, MIN,MAX seconds")
     parser.add_argument("--seed", type=int, default=7)
@@ -767,7 +828,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    args.uptime = tuple(float(x) for x in args.uptime_s.split(","))
     args.think = tuple(float(x) for x in args.think_s.split(","))
     return args
 
