@@ -11,11 +11,12 @@ import uuid
 from typing import Any
 
 from bot.actions.context import ActionContext
-from bot.actions.webhook import run_action
+from bot.actions.tracker import ActionResult
+from bot.actions.webhook import action_registry, run_action
 from bot.backoffice.fake import FakeBackOffice
 from bot.core.conversation import ConversationService
 from bot.core.routing import load_routing
-from bot.domain import RejectAction
+from bot.domain import FlowContext, OperationSpec, Tracker
 from bot.nlu.fake import FakeNluClient
 from bot.store.action_journal import ActionJournal, ActionKey
 from bot.store.sql import SqlStore
@@ -187,33 +188,46 @@ def action_call(conversation_id: str, action: str, events: list[dict[str, Any]])
     }
 
 
-def user_event(key: str) -> dict[str, Any]:
-    return {"event": "user", "text": "ciao", "message_id": key, "parse_data": {}}
+def user_event(key: str, *, rerun: bool = False) -> dict[str, Any]:
+    metadata = {"rerun": True} if rerun else {}
+    return {
+        "event": "user",
+        "text": "ciao",
+        "message_id": key,
+        "parse_data": {},
+        **({"metadata": metadata} if metadata else {}),
+    }
 
 
-async def test_an_action_run_again_in_the_same_turn_answers_from_the_journal(
+def counting(runs: list[str], *, effects: bool) -> Any:
+    async def count_and_answer(ctx: ActionContext, tracker: Any) -> ActionResult:
+        runs.append(tracker.sender_id)
+        result = ActionResult().utter("utter_run", n=len(runs))
+        result.effects = effects
+        return result
+
+    return count_and_answer
+
+
+async def test_an_action_that_changed_something_answers_from_the_journal_when_run_again(
     store: SqlStore,
 ) -> None:
     runs: list[str] = []
-
-    async def count_and_answer(ctx: ActionContext, tracker: Any) -> Any:
-        from bot.actions.tracker import ActionResult
-
-        runs.append(tracker.sender_id)
-        return ActionResult().utter("utter_run", n=len(runs))
-
-    registry = {"action_count": count_and_answer}
+    registry = {"action_count": counting(runs, effects=True)}
     ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
-    events = [{"event": "action", "name": "action_listen"}, user_event("5")]
+    listen = {"event": "action", "name": "action_listen"}
 
-    first = await run_action(registry, ctx, action_call(cid, "action_count", events))
-    again = await run_action(registry, ctx, action_call(cid, "action_count", events))
+    first = await run_action(
+        registry, ctx, action_call(cid, "action_count", [listen, user_event("5")])
+    )
+    rerun = [listen, user_event("5", rerun=True)]
+    again = await run_action(registry, ctx, action_call(cid, "action_count", rerun))
     # the same action a second time within the turn is a new occurrence: it runs
-    later = [*events, {"event": "action", "name": "action_count"}]
+    later = [*rerun, {"event": "action", "name": "action_count"}]
     second = await run_action(registry, ctx, action_call(cid, "action_count", later))
     # the next customer message is a new turn
-    next_turn = [*later, user_event("6")]
+    next_turn = [*later, user_event("6", rerun=True)]
     third = await run_action(registry, ctx, action_call(cid, "action_count", next_turn))
 
     assert first == again == (200, {"events": [], "responses": [{"response": "utter_run", "n": 1}]})
@@ -221,34 +235,78 @@ async def test_an_action_run_again_in_the_same_turn_answers_from_the_journal(
     assert len(runs) == 3
 
 
-async def test_a_rejection_is_journaled_and_answered_again(store: SqlStore) -> None:
-    runs: list[int] = []
-
-    async def reject(ctx: ActionContext, tracker: Any) -> Any:
-        runs.append(1)
-        raise RejectAction("nothing to validate")
-
+async def test_an_action_that_changed_nothing_is_not_journaled_and_runs_again(
+    store: SqlStore,
+) -> None:
+    runs: list[str] = []
+    registry = {"action_count": counting(runs, effects=False)}
     ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
-    call = action_call(cid, "validate_x", [user_event("9")])
-    first = await run_action({"validate_x": reject}, ctx, call)
-    again = await run_action({"validate_x": reject}, ctx, call)
-    assert first == again and first[0] == 400 and runs == [1]
+
+    await run_action(registry, ctx, action_call(cid, "action_count", [user_event("5")]))
+    await run_action(registry, ctx, action_call(cid, "action_count", [user_event("5", rerun=True)]))
+
+    assert len(runs) == 2
+    assert not await ActionJournal(store).has_entries(cid, "5")
+
+
+async def test_a_first_run_never_reads_the_journal(store: SqlStore) -> None:
+    """Only a turn the gateway runs again looks its actions up: a first run (every turn but
+    those after a crash) costs no read of the journal."""
+    runs: list[str] = []
+    registry = {"action_count": counting(runs, effects=True)}
+    ctx = ActionContext(store, ROUTING, FakeBackOffice())
+    cid = new_conversation_id()
+    await ActionJournal(store).record(
+        ActionKey(cid, "5", "action_count", 0), 200, {"events": [], "responses": []}
+    )
+
+    answer = await run_action(registry, ctx, action_call(cid, "action_count", [user_event("5")]))
+
+    assert len(runs) == 1 and answer[1]["responses"][0]["n"] == 1
 
 
 async def test_actions_outside_a_stored_turn_are_not_journaled(store: SqlStore) -> None:
-    runs: list[int] = []
-
-    async def answer(ctx: ActionContext, tracker: Any) -> Any:
-        from bot.actions.tracker import ActionResult
-
-        runs.append(1)
-        return ActionResult()
-
+    runs: list[str] = []
+    answer = counting(runs, effects=True)
     ctx = ActionContext(store, ROUTING, FakeBackOffice())
     cid = new_conversation_id()
     no_key = action_call(cid, "action_x", [{"event": "user", "text": "ciao"}])
-    session = action_call(cid, "action_session_start", [user_event("3")])
+    session = action_call(cid, "action_session_start", [user_event("3", rerun=True)])
     for call in (no_key, no_key, session, session):
         await run_action({"action_x": answer, "action_session_start": answer}, ctx, call)
     assert len(runs) == 4
+
+
+async def test_a_packs_action_is_journaled_when_it_wrote_to_the_back_office(
+    store: SqlStore,
+) -> None:
+    async def answer(args: Any) -> dict[str, Any]:
+        return {"ok": True}
+
+    back_office = FakeBackOffice(operations={"look": answer, "change": answer})
+    operations = {"look": OperationSpec("look", True), "change": OperationSpec("change", False)}
+    ctx = ActionContext(store, ROUTING, back_office, operations)
+
+    async def reads(flow: FlowContext, tracker: Tracker) -> ActionResult:
+        await flow.call("look", customer_id="C1")
+        return ActionResult()
+
+    async def writes(flow: FlowContext, tracker: Tracker) -> ActionResult:
+        await flow.call("change", customer_id="C1")
+        return ActionResult()
+
+    registry = action_registry({"action_reads": reads, "action_writes": writes})
+    cid = new_conversation_id()
+    for name in ("action_reads", "action_writes"):
+        await run_action(registry, ctx, action_call(cid, name, [user_event("7")]))
+    for name in ("action_reads", "action_writes"):
+        await run_action(registry, ctx, action_call(cid, name, [user_event("7", rerun=True)]))
+
+    journal = ActionJournal(store)
+    assert await journal.recorded(ActionKey(cid, "7", "action_writes", 0)) is not None
+    assert await journal.recorded(ActionKey(cid, "7", "action_reads", 0)) is None
+    # run again, the read is made again and the write is not
+    assert [c.operation for c in back_office.calls] == ["look", "change", "look"]
+    keys = [c.idempotency_key for c in back_office.calls]
+    assert keys[0] == keys[2]  # the same call of the same turn: the same idempotency key

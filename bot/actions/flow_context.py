@@ -33,6 +33,7 @@ class TurnFlowContext:
             else f"{tracker.sender_id}:{uuid.uuid4().hex}:{action}"  # no stored turn to repeat
         )
         self._calls = 0
+        self.had_effects = False  # a write operation called, or an outcome recorded
 
     @property
     def conversation_id(self) -> str:
@@ -65,13 +66,16 @@ class TurnFlowContext:
         return customer
 
     async def call(self, operation: str, **args: Any) -> dict[str, Any]:
-        if operation not in self._ctx.operations:
+        spec = self._ctx.operations.get(operation)
+        if spec is None:
             raise UnknownOperation(f"the pack declares no operation {operation!r} in pack.yml")
         key = f"{self._key_prefix}:{self._calls}"
         self._calls += 1
+        self.had_effects = self.had_effects or not spec.read_only
         return await self._ctx.back_office.call(operation, args, idempotency_key=key)
 
     async def record_outcome(self, flow: str, outcome: str, detail: dict[str, Any]) -> None:
+        self.had_effects = True
         await self._ctx.store.add_flow_result(self.conversation_id, flow, outcome, detail)
 
     def failure_queue(self, flow: str) -> str:

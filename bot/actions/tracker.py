@@ -70,6 +70,14 @@ class Tracker:
         key = self.events[last_user].get("message_id") if last_user >= 0 else None
         return key if isinstance(key, str) and key else None
 
+    @property
+    def is_rerun(self) -> bool:
+        """Whether this turn runs again a message whose first run a crash interrupted (the
+        gateway says so in the message's metadata)."""
+        last_user = self._last_user_index()
+        metadata = self.events[last_user].get("metadata") if last_user >= 0 else None
+        return isinstance(metadata, dict) and metadata.get("rerun") is True
+
     def runs_this_turn(self, action: str) -> int:
         """How many times ``action`` already ran since the latest customer message."""
         return sum(
@@ -108,6 +116,9 @@ class ActionResult:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
+    # whether the action changed something outside the dialogue (a write to the back office, an
+    # outcome recorded): only such an answer is kept for a turn run again after a crash
+    effects: bool = False
 
     def set_slot(self, name: str, value: Any) -> ActionResult:
         self.events.append({"event": "slot", "name": name, "value": value, "timestamp": None})

@@ -42,7 +42,10 @@ def _in_flow_context(name: str, flow_action: FlowAction) -> Action:
             # the form had completed. It must do nothing, neither fail on the values the form
             # never got nor read data for a customer whose identity was never checked.
             return ActionResult()
-        return await flow_action(TurnFlowContext(ctx, tracker, name), tracker)
+        flow_context = TurnFlowContext(ctx, tracker, name)
+        result = await flow_action(flow_context, tracker)
+        result.effects = result.effects or flow_context.had_effects
+        return result
 
     return run
 
@@ -69,13 +72,14 @@ async def run_action(
         return 404, {"error": f"no custom action named {name!r}", "action_name": name}
     tracker = Tracker.from_request(body)
     key = _journal_key(tracker, name)
-    if key is not None:
+    if key is not None and tracker.is_rerun:
         recorded = await ctx.journal.recorded(key)
         if recorded is not None:  # the turn is being run again after a crash: same answer
             return recorded.status, recorded.answer
-    status, answer = 200, {}
+    status, answer, effects = 200, {}, False
     try:
-        answer = (await action(ctx, tracker)).as_json()
+        result = await action(ctx, tracker)
+        answer, effects = result.as_json(), result.effects
     except RejectAction as exc:
         status, answer = 400, {"error": str(exc) or "rejected", "action_name": name}
     except BackOfficeUnavailable as exc:
@@ -85,7 +89,9 @@ async def run_action(
         )
         answer = (await handoff.back_office_down(ctx, tracker, name, exc)).as_json()
     ctx.failpoints.reach(Failpoint.ACTION_RAN, name)
-    if key is not None:
+    if key is not None and effects:
+        # Only an answer that changed something is kept: anything else gives the same answer
+        # when run again (the service's own handoff finds the one its turn made).
         await ctx.journal.record(key, status, answer)
     ctx.failpoints.reach(Failpoint.ACTION_JOURNALED, name)
     return status, answer

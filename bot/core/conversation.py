@@ -268,7 +268,9 @@ class ConversationService:
             if decided_now and await self.store.has_processed_messages(conversation_id):
                 # an earlier message had no language evidence: Rasa's session has the default
                 await self.nlu.set_slots(conversation_id, {"language": lang})
-            metadata = {"language": reply_lang, "channel": conversation.channel}
+            metadata: dict[str, Any] = {"language": reply_lang, "channel": conversation.channel}
+            if resumed:  # the action webhook then answers what already ran from its journal
+                metadata["rerun"] = True
             nlu_text = payload if payload and payload.startswith("/") else text
             output = await self.nlu.turn(conversation_id, nlu_text, metadata, message_key=key)
         except NluUnavailable as exc:
