@@ -22,8 +22,6 @@ from bot.agents_cli import ADMIN_ID, ensure_first_account
 from bot.agents_cli import add_parsers as add_agent_parsers
 from bot.config import Settings, load_settings
 from bot.core.hub import Frame
-from bot.core.language import detect_language
-from bot.core.routing import load_routing
 from bot.domain_cli import add_parsers as add_domain_parsers
 from bot.errors import BotError, ConfigError
 from bot.nlu.client import ParseResult
@@ -124,13 +122,15 @@ async def _serve_until_stopped() -> None:
 
 
 async def cmd_nlu(settings: Settings, args: argparse.Namespace) -> int:
-    routing = load_routing(settings.routing_file)
     async with open_runtime(settings, with_actions=False) as runtime:
+        # the same language detection as the service's (with the pack's vocabulary)
+        detect = runtime.conversations.language_detector.detect
 
         async def one(text: str) -> dict[str, Any]:
             parse = await runtime.nlu.parse(text)
-            language = args.lang or detect_language(text)
-            return nlu_record(parse, language, routing.route_for(parse.intent).as_dict())
+            language = args.lang or detect(text)
+            route = runtime.routing.route_for(parse.intent).as_dict()
+            return nlu_record(parse, language, route)
 
         if args.text:
             record = await one(" ".join(args.text))

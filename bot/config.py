@@ -7,6 +7,7 @@ cast strictly and a bad value stops start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -21,7 +22,10 @@ from bot.failpoints import Failpoints
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def _default_manifest() -> Manifest:
+    """The sample pack's manifest, read once (three fields of every ``Settings()`` default to
+    paths in it)."""
     return read_manifest(locate_pack(DEFAULT_DOMAIN)[0])
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bot.backoffice.protocol import BackOffice, OperationSpec
+from bot.backoffice.protocol import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, BackOffice, OperationSpec
 from bot.domain import EmbeddedContext, FlowAction
 from bot.errors import ConfigError
 
@@ -46,10 +46,8 @@ class KeyedSlot:
 class BackOfficeConfig:
     kind: str  # embedded | http
     url: str = ""
-    # a turn waits for the back office inside Rasa's time for the whole turn (10 s): a read
-    # that hangs costs timeout_s x (1 + retries) plus the pauses
-    timeout_s: float = 2.0
-    retries: int = 1
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,7 @@ def _back_office(path: Path, spec: Any, problems: list[Problem]) -> BackOfficeCo
     if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
         problems.append(Problem(path, "back_office.url", "must be an http:// or https:// URL"))
         url = ""
-    timeout_s = spec.get("timeout_s", 2.0)
+    timeout_s = spec.get("timeout_s", DEFAULT_TIMEOUT_S)
     if (
         not isinstance(timeout_s, int | float)
         or isinstance(timeout_s, bool)
@@ -224,11 +222,11 @@ def _back_office(path: Path, spec: Any, problems: list[Problem]) -> BackOfficeCo
         problems.append(
             Problem(path, "back_office.timeout_s", "must be a number of seconds in 0.1..60")
         )
-        timeout_s = 2.0
-    retries = spec.get("retries", 1)
+        timeout_s = DEFAULT_TIMEOUT_S
+    retries = spec.get("retries", DEFAULT_RETRIES)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 5:
         problems.append(Problem(path, "back_office.retries", "must be an integer in 0..5"))
-        retries = 1
+        retries = DEFAULT_RETRIES
     return BackOfficeConfig(str(kind), url, float(timeout_s), retries)
 
 

@@ -170,12 +170,21 @@ def write_test_routing(path: Path) -> Path:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def rasa_runtime(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runtime]:
-    """The whole gateway runtime (SQLite store, action webhook, supervised Rasa server).
+async def sample_model() -> Path:
+    """The sample pack's model, trained once and cached by the hash of its data in the
+    project's var/models, so later test runs start in seconds."""
+    return await ensure_model(
+        _rasa_env_or_skip(),
+        TrainingInputs.default(Settings().nlu_data_dir),  # the sample pack's Rasa data
+        PROJECT_ROOT / "var" / "models",
+    )
 
-    The model is trained once and cached by the hash of its data in the project's var/models,
-    so later test runs start in seconds.
-    """
+
+@pytest_asyncio.fixture(scope="session")
+async def rasa_runtime(
+    tmp_path_factory: pytest.TempPathFactory, sample_model: Path
+) -> AsyncIterator[Runtime]:
+    """The whole gateway runtime (SQLite store, action webhook, supervised Rasa server)."""
     rasa_python = _rasa_env_or_skip()
     data_dir = tmp_path_factory.mktemp("runtime")
     settings = Settings(
@@ -187,10 +196,7 @@ async def rasa_runtime(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         routing_file=write_test_routing(data_dir / "routing.yml"),
         api_token="test-token",
     )
-    model = await ensure_model(
-        rasa_python, TrainingInputs.default(settings.nlu_data_dir), PROJECT_ROOT / "var" / "models"
-    )
-    async with open_runtime(settings, reuse_rasa=False, model=model) as runtime:
+    async with open_runtime(settings, reuse_rasa=False, model=sample_model) as runtime:
         yield runtime
 
 

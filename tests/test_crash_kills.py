@@ -15,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,72 +28,28 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from bot.nlu.supervisor import RasaSupervisor
-from bot.nlu.training import TrainingInputs, ensure_model
 from bot.store.sql import SqlStore
 from bot.store.tables import Handoff, Message
-from tests.conftest import PROJECT_ROOT, _free_port, _rasa_env_or_skip
+from tests.conftest import _free_port, _rasa_env_or_skip
+from tests.gateway_process import DEATH_TIMEOUT_S, ExternalRasa, Gateway, Ports
 
 pytestmark = pytest.mark.rasa
 
 TEXT = "voglio parlare con un operatore"
 QUEUED_REPLY = "La metto in contatto"  # the start of utter_handoff_queued in Italian
-START_TIMEOUT_S = 240.0
-DEATH_TIMEOUT_S = 30.0
 ANSWER_TIMEOUT_S = 60.0
-
-
-def _free_port_pair() -> int:
-    """An even port whose successor is free too (RTP and RTCP)."""
-    for _ in range(100):
-        port = _free_port() & ~1
-        with contextlib.ExitStack() as stack:
-            try:
-                for p in (port, port + 1):
-                    stack.enter_context(socket.socket(type=socket.SOCK_DGRAM)).bind(
-                        ("127.0.0.1", p)
-                    )
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free pair of UDP ports")
-
-
-@dataclass
-class Ports:
-    http: int
-    action: int
-    sip: int
-    rtp: int
-    rasa: int
-
-
-@dataclass(frozen=True)
-class ExternalRasa:
-    url: str
-    action_port: int
-    trackers: Path
-
-
-@pytest_asyncio.fixture(scope="module")
-async def model() -> Path:
-    rasa_python = _rasa_env_or_skip()
-    return await ensure_model(
-        rasa_python,
-        TrainingInputs.default(PROJECT_ROOT / "nlu_data"),
-        PROJECT_ROOT / "var" / "models",
-    )
 
 
 @pytest_asyncio.fixture(scope="module")
 async def external_rasa(
-    model: Path, tmp_path_factory: pytest.TempPathFactory
+    sample_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ExternalRasa]:
     """A Rasa server that is not the gateway's child: it survives every kill below."""
     work = tmp_path_factory.mktemp("external-rasa")
     action_port = _free_port()
     supervisor = RasaSupervisor(
         _rasa_env_or_skip(),
-        model,
+        sample_model,
         _free_port(),
         work,
         f"http://127.0.0.1:{action_port}/webhook",
@@ -106,72 +59,6 @@ async def external_rasa(
         yield ExternalRasa(supervisor.url, action_port, work / "rasa" / "trackers.db")
     finally:
         await supervisor.stop()
-
-
-class Gateway:
-    """``triage serve`` as its own process on a data directory that outlives it."""
-
-    def __init__(self, data_dir: Path, ports: Ports, model: Path, rasa: ExternalRasa | None):
-        self.data_dir = data_dir
-        self.ports = ports
-        self.rasa = rasa
-        self.proc: asyncio.subprocess.Process | None = None
-        models = data_dir / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        if not (models / model.name).exists():
-            (models / model.name).symlink_to(model)  # no training: the cached model
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.ports.http}"
-
-    async def start(self, failpoints: str = "") -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-        env.update(
-            TRIAGE_DATA_DIR=str(self.data_dir),
-            TRIAGE_HTTP_PORT=str(self.ports.http),
-            TRIAGE_ACTION_PORT=str(self.ports.action),
-            TRIAGE_SIP_PORT=str(self.ports.sip),
-            TRIAGE_RTP_PORT_MIN=str(self.ports.rtp),
-            TRIAGE_RTP_PORT_MAX=str(self.ports.rtp + 2),
-            TRIAGE_RASA_PORT=str(self.ports.rasa),
-            TRIAGE_RASA_WORKERS="1",
-            TRIAGE_FAILPOINTS=failpoints,
-        )
-        if self.rasa is not None:
-            env["TRIAGE_EXTERNAL_RASA_URL"] = self.rasa.url
-        log = (self.data_dir / "serve.log").open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "serve", env=env, stdout=log, stderr=log
-        )
-        log.close()
-        async with asyncio.timeout(START_TIMEOUT_S), aiohttp.ClientSession() as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"triage serve exited: {self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.base + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.3)
-
-    async def died(self) -> int:
-        assert self.proc is not None
-        async with asyncio.timeout(DEATH_TIMEOUT_S):
-            return await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(60):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-    def log_tail(self) -> str:
-        return (self.data_dir / "serve.log").read_text(errors="replace")[-3000:]
 
 
 class Customer:
@@ -273,13 +160,7 @@ async def outcome(data_dir: Path, conversation_id: str, rasa: ExternalRasa | Non
 async def kill_and_resume(
     tmp_path: Path, model: Path, rasa: ExternalRasa | None, failpoint: str
 ) -> tuple[Customer, Outcome]:
-    ports = Ports(
-        http=_free_port(),
-        action=rasa.action_port if rasa else _free_port(),
-        sip=_free_port(),
-        rtp=_free_port_pair(),
-        rasa=_free_port(),
-    )
+    ports = Ports.free(action=rasa.action_port if rasa else None)
     gateway = Gateway(tmp_path / "node", ports, model, rasa)
     await gateway.start(failpoints=failpoint)
     customer = Customer(gateway.base)
@@ -333,9 +214,9 @@ FAILPOINTS = (
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
 async def test_an_acked_message_is_answered_once_after_a_kill(
-    failpoint: str, tmp_path: Path, model: Path, external_rasa: ExternalRasa
+    failpoint: str, tmp_path: Path, sample_model: Path, external_rasa: ExternalRasa
 ) -> None:
-    customer, result = await kill_and_resume(tmp_path, model, external_rasa, failpoint)
+    customer, result = await kill_and_resume(tmp_path, sample_model, external_rasa, failpoint)
 
     assert result.statuses == ["processed"]
     assert len([t for t in result.bot_texts if QUEUED_REPLY in t]) == 1, result.bot_texts
@@ -346,9 +227,9 @@ async def test_an_acked_message_is_answered_once_after_a_kill(
 
 
 async def test_a_kill_that_takes_the_supervised_rasa_down_too_loses_nothing(
-    tmp_path: Path, model: Path
+    tmp_path: Path, sample_model: Path
 ) -> None:
-    _, result = await kill_and_resume(tmp_path, model, None, "action_ran:action_handoff")
+    _, result = await kill_and_resume(tmp_path, sample_model, None, "action_ran:action_handoff")
 
     assert result.statuses == ["processed"]
     assert len([t for t in result.bot_texts if QUEUED_REPLY in t]) == 1, result.bot_texts

@@ -108,7 +108,8 @@ async def test_a_turn_sent_again_with_its_key_replaces_the_first_run(
     metadata = {"language": "it", "channel": "chat"}
     await nlu.turn(conversation, "buongiorno", metadata, message_key="1")
     first = await nlu.turn(conversation, "quanto devo pagare?", metadata, message_key="2")
-    again = await nlu.turn(conversation, "quanto devo pagare?", metadata, message_key="2")
+    rerun = {**metadata, "rerun": True}  # what the gateway sends when it runs a turn again
+    again = await nlu.turn(conversation, "quanto devo pagare?", rerun, message_key="2")
     assert again.parse.intent == first.parse.intent == "check_balance"
     assert [r.text for r in again.replies] == [r.text for r in first.replies]
     users = [

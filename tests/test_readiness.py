@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import _free_port
-from tests.test_crash_kills import Gateway, Ports, _free_port_pair, model  # noqa: F401
+from tests.gateway_process import Gateway, Ports
 
 pytestmark = pytest.mark.rasa
 
@@ -44,17 +43,9 @@ def answers_options(port: int, wait_s: float = 0.5) -> bool:
 
 
 async def test_healthz_says_ready_only_once_the_sip_line_answers(
-    tmp_path: Path,
-    model: Path,  # noqa: F811
+    tmp_path: Path, sample_model: Path
 ) -> None:
-    ports = Ports(
-        http=_free_port(),
-        action=_free_port(),
-        sip=_free_port(),
-        rtp=_free_port_pair(),
-        rasa=_free_port(),
-    )
-    gateway = Gateway(tmp_path / "node", ports, model, None)
+    gateway = Gateway(tmp_path / "node", Ports.free(), sample_model, None)
     start = asyncio.create_task(gateway.start())
     try:
         async with aiohttp.ClientSession() as http:
@@ -70,7 +61,7 @@ async def test_healthz_says_ready_only_once_the_sip_line_answers(
                 assert body["not_ready"], body  # a node that is not ready says which part
                 await asyncio.sleep(0.02)
         # the first "ready" already has a phone line that answers
-        assert await asyncio.to_thread(answers_options, ports.sip)
+        assert await asyncio.to_thread(answers_options, gateway.ports.sip)
         await start
     finally:
         if not start.done():

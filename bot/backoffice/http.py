@@ -27,6 +27,8 @@ import aiohttp
 
 from bot.backoffice.protocol import (
     CUSTOMER_BY_PHONE,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
     FIND_CUSTOMER,
     VERIFY_IDENTITY,
     BackOfficeUnavailable,
@@ -72,8 +74,8 @@ class HttpBackOffice:
         *,
         token: str = "",
         hmac_secret: str = "",
-        timeout_s: float = 3.0,
-        retries: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("the back-office URL must start with http:// or https://")

@@ -18,6 +18,11 @@ from typing import Any, Protocol
 
 from bot.errors import BotError
 
+# A turn waits for the back office inside Rasa's time for the whole turn (10 s): a read that
+# hangs costs the per-call time-out times (1 + retries), plus the pauses between attempts.
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_RETRIES = 1
+
 # The identity check and the customer look-ups are operations too, by these names, so that a
 # handoff can say which one failed.
 FIND_CUSTOMER = "find_customer"

@@ -79,7 +79,3 @@ class LanguageDetector:
 
 GENERIC = LanguageDetector(_FUNCTION_WORDS)
 
-
-def detect_language(text: str) -> str | None:
-    """The language by function words alone (no domain pack at hand)."""
-    return GENERIC.detect(text)

@@ -12,10 +12,11 @@ Request: ``{"sender": ID, "message": TEXT, "metadata": {...}, "message_id": KEY}
 Answer: ``{"messages": [...], "latest_message": {...}, "slots": {...}, "active_loop": NAME}``.
 
 ``message_id`` is the gateway's key of the stored customer message. A turn is run again with the
-same key when the gateway died before recording it (the gateway's crash recovery); whatever the
-first run left in the tracker (the message, and the bot's actions after it, complete or not) is
-dropped first, so the dialogue holds the message once. Only the latest message of a conversation
-can be run again: the gateway sends its messages in order.
+same key, and ``"rerun": true`` in its metadata, when the gateway died before recording it (the
+gateway's crash recovery); whatever the first run left in the tracker (the message, and the
+bot's actions after it, complete or not) is dropped first, so the dialogue holds the message
+once. A first run has nothing to drop and looks for nothing. Only the latest message of a
+conversation can be run again: the gateway sends its messages in order.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class TriageChannel(InputChannel):  # type: ignore[misc]
             )
             # an error inside the turn becomes Sanic's 500: the gateway keeps the message failed
             async with agent.lock_store.lock(sender):
-                if message_id is not None:
+                if message_id is not None and (metadata or {}).get("rerun") is True:
+                    # only a run again can find an earlier run of the same message
                     await forget_earlier_run(agent.tracker_store, sender, message_id)
                 await agent.processor.handle_message(message)
                 tracker = await agent.tracker_store.retrieve(sender)
