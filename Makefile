@@ -22,17 +22,21 @@ test: gateway-env rasa-env test-system-deps lint typecheck pytest ## install wha
 gateway-env: $(VENV)/.installed
 rasa-env: $(RASA_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# rasa_side/ is the code Rasa's process runs (triage_rasa) and the masking both sides share
+# (triage_pii): the gateway installs it for triage_pii, without dependencies (it has none).
+$(VENV)/.installed: pyproject.toml rasa_side/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
+	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e ./rasa_side
 	touch $@
 
-$(RASA_VENV)/.installed: requirements-rasa.txt
+$(RASA_VENV)/.installed: requirements-rasa.txt rasa_side/pyproject.toml
 	@test -n "$(PY310)" || { echo "Python 3.10 is needed for Rasa 3.6: install it (pyenv install 3.10, or uv python install 3.10) or set PY310=/path/to/python3.10"; exit 1; }
 	test -x $(RASA_VENV)/bin/python || $(PY310) -m venv $(RASA_VENV)
 	$(RASA_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip wheel 'setuptools<70'
 	$(RASA_VENV)/bin/pip install $(PIP_QUIET) -r requirements-rasa.txt
+	$(RASA_VENV)/bin/pip install $(PIP_QUIET) -e ./rasa_side
 	touch $@
 
 system-deps: ## Debian packages the service needs (installed when root, else the command is printed)
@@ -52,7 +56,7 @@ debian-packages:
 	fi
 
 lint: gateway-env
-	$(VENV)/bin/ruff check bot voice tests bench
+	$(VENV)/bin/ruff check bot voice tests bench rasa_side
 	$(VENV)/bin/lint-imports
 
 typecheck: gateway-env
@@ -69,4 +73,4 @@ bench: gateway-env rasa-env ## performance figures (see README)
 	$(VENV)/bin/python bench/turns.py
 
 clean:
-	rm -rf $(VENV) $(RASA_VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(RASA_VENV) var .pytest_cache .mypy_cache .ruff_cache rasa_side/*.egg-info

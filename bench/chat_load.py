@@ -41,11 +41,11 @@ import aiohttp
 from sqlalchemy import func, select
 from turns import SCRIPTS  # bench/ is on sys.path when this file is run
 
-from bot.config import load_settings
+from bot.config.settings import load_settings
 from bot.nlu.evaluation import free_port, percentile
 from bot.nlu.training import TrainingInputs, ensure_model
-from bot.store.sql import SqlStore
-from bot.store.tables import Message
+from bot.store.sql.store import SqlStore
+from bot.store.sql.tables import Message
 
 REPLY_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 240

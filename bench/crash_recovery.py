@@ -59,12 +59,12 @@ from sqlalchemy import select
 from turns import SCRIPTS as TURN_SCRIPTS
 from turns import Script, Step
 
-from bot.config import load_settings
-from bot.core.conversation_state import MessageStatus
+from bot.config.settings import load_settings
+from bot.conversation.state import MessageStatus
 from bot.nlu.evaluation import free_port
 from bot.nlu.training import TrainingInputs, ensure_model
-from bot.store.sql import SqlStore
-from bot.store.tables import Conversation, Handoff, Message
+from bot.store.sql.store import SqlStore
+from bot.store.sql.tables import Conversation, Handoff, Message
 
 START_TIMEOUT_S: Final = 240.0
 PORT_RELEASE_TIMEOUT_S: Final = 60.0  # the killed gateway's Rasa gets SIGTERM and must let go

@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from bot.config import Settings, load_settings
+from bot.config.settings import Settings, load_settings
 from bot.errors import NluUnavailable, TrainingFailed
 from bot.nlu.evaluation import (
     evaluate_model,

@@ -45,11 +45,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.config import Settings, load_settings
+from bot.channels.web.app import make_app
+from bot.config.settings import Settings, load_settings
 from bot.nlu.evaluation import free_port, percentile
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.runtime import open_runtime
-from bot.web.app import make_app
 
 
 @dataclass(frozen=True)

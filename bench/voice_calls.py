@@ -2,8 +2,8 @@
 recognition.
 
 Every call is the real call loop (``voice.call.call.Call``) with its caller on a second RTP
-session on loopback (``bot.phone.loopback``): RTP, the jitter buffer, G.711, resampling, the
-recogniser, the synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its
+session on loopback (``bot.channels.phone.loopback``): RTP, the jitter buffer, G.711, resampling,
+the recogniser, the synthesiser (espeak-ng behind the prompt cache) and the RTP sender on its
 absolute clock. The caller's speech is made with espeak-ng.
 
 ``latency``: a real runtime (Rasa with the project's model, the store, ``PhoneBrain``) and a real
@@ -56,13 +56,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import load_settings
+from bot.channels.phone.brain import PhoneBrain
+from bot.channels.phone.engines import recognizer_factory
+from bot.channels.phone.loopback import loopback_call, read_wav_8k
+from bot.config.phone_lines import load_phone_lines
+from bot.config.settings import load_settings
 from bot.nlu.evaluation import free_port, percentile
 from bot.nlu.training import TrainingInputs, ensure_model
-from bot.phone.brain import PhoneBrain
-from bot.phone.engines import recognizer_factory
-from bot.phone.lines import load_phone_lines
-from bot.phone.loopback import loopback_call, read_wav_8k
 from bot.runtime import open_runtime
 from voice.asr.base import ASR_RATE_HZ, AsrEvent, AsrFinal, Recognizer
 from voice.asr.gate import VoiceGate

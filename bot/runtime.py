@@ -20,23 +20,24 @@ from aiohttp import web
 from bot.actions.context import ActionContext
 from bot.actions.webhook import make_action_app
 from bot.backoffice.protocol import BackOffice
-from bot.config import Settings
-from bot.core.conversation import ConversationService
-from bot.core.desk import Desk, DeskSettings
-from bot.core.hub import Hub
-from bot.core.language import GENERIC, LanguageDetector
-from bot.core.routing import RoutingTable, load_routing
+from bot.config.routing import RoutingTable, load_routing
+from bot.config.settings import Settings
+from bot.conversation.language import GENERIC, LanguageDetector
+from bot.conversation.service import ConversationService
 from bot.domain import EmbeddedContext
-from bot.domain_pack import DomainPack, load_pack
 from bot.errors import ConfigError
 from bot.failpoints import Failpoints
+from bot.handoff.desk import Desk, DeskSettings
+from bot.handoff.webhooks import WebhookSender
+from bot.live.memory import MemoryHub
 from bot.nlu.evaluation import load_examples
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaSupervisor
 from bot.nlu.training import TrainingInputs, ensure_model
+from bot.packs.loader import DomainPack, load_pack
 from bot.readiness import Readiness
-from bot.store.sql import SqlStore
-from bot.web.webhooks import WebhookSender
+from bot.store.sql.store import SqlStore
+from bot.store.sql.webhook_outbox import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +124,14 @@ def make_desk(
         nlu=conversations.nlu,
         back_office=back_office,
         routing=routing,
-        hub=Hub(),
+        hub=MemoryHub(),
         settings=DeskSettings(
             offer_timeout_s=settings.offer_timeout_s,
             abandon_after_s=settings.abandon_after_s,
             default_handle_s=settings.default_handle_s,
         ),
         notifier=(
-            WebhookSender(store, settings.webhook_url, settings.webhook_secret)
+            WebhookSender(WebhookOutbox(store, settings.webhook_url), settings.webhook_secret)
             if settings.webhook_url
             else None
         ),
@@ -230,6 +231,7 @@ async def open_runtime(
                 settings.max_message_chars,
                 failpoints,
                 language_detector(settings.nlu_data_dir, pack.manifest.languages),
+                unmasked_slots=pack.manifest.unmasked_slots,
             )
             yield Runtime(
                 settings=settings,

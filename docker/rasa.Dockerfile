@@ -11,21 +11,23 @@ RUN pip install --no-cache-dir 'setuptools<70' && pip install --no-cache-dir -r 
 
 WORKDIR /app
 COPY nlu_data/ /app/nlu_data/
-# Starts Rasa with skops imported before TensorFlow (a 16 s model load becomes about 10 s),
-# with the project's tracker store and input channel next to it (they mask texts with the
-# gateway's stdlib-only redaction module).
-COPY bot/nlu/rasa_launcher.py bot/nlu/rasa_channel.py bot/nlu/rasa_tracker_store.py /app/bot/nlu/
-COPY bot/core/redaction.py /app/bot/core/redaction.py
-
 RUN rasa train --domain nlu_data/domain --config nlu_data/config.yml --data nlu_data/data \
         --out /app/models --fixed-model-name triage
 
+# The project's code that runs inside Rasa (triage_rasa: launcher, input channel, tracker store)
+# and the masking it shares with the gateway (triage_pii), installed as a package after Rasa
+# (and after training, which does not need it, so changing it does not retrain the model).
+COPY rasa_side/ /tmp/rasa_side/
+RUN pip install --no-cache-dir /tmp/rasa_side && rm -rf /tmp/rasa_side
+
 # Custom actions are served by the gateway container; dialogue trackers are kept in the volume
-# at /app/var; the gateway sends its turns to the project's channel (rasa_channel.py).
-RUN printf 'action_endpoint:\n  url: "http://gateway:5055/webhook"\n  enable_selective_domain: true\ntracker_store:\n  type: rasa_tracker_store.TriageTrackerStore\n  db: /app/var/trackers.db\n' > /app/endpoints.yml \
-    && printf 'rasa_channel.TriageChannel:\nrest:\n' > /app/credentials.yml
+# at /app/var; the gateway sends its turns to the project's channel (triage_rasa.channel).
+RUN printf 'action_endpoint:\n  url: "http://gateway:5055/webhook"\n  enable_selective_domain: true\ntracker_store:\n  type: triage_rasa.tracker_store.TriageTrackerStore\n  db: /app/var/trackers.db\n' > /app/endpoints.yml \
+    && printf 'triage_rasa.channel.TriageChannel:\nrest:\n' > /app/credentials.yml
 
 EXPOSE 5005
 
-CMD ["python", "/app/bot/nlu/rasa_launcher.py", "run", "--enable-api", "--port", "5005", "--interface", "0.0.0.0", \
+# The launcher starts Rasa with skops imported before TensorFlow (a 16 s model load becomes about
+# 10 s) and the project's tracker store and input channel imported before Rasa needs them.
+CMD ["python", "-m", "triage_rasa.launcher", "run", "--enable-api", "--port", "5005", "--interface", "0.0.0.0", \
      "--endpoints", "/app/endpoints.yml", "--credentials", "/app/credentials.yml", "--model", "/app/models"]

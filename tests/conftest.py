@@ -24,12 +24,12 @@ import pytest_asyncio
 import yaml
 from sqlalchemy.engine import URL, make_url
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.domain import EmbeddedContext
 from bot.domains.energy.backoffice import EnergyDemoBackOffice, embedded_back_office
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.runtime import Runtime, open_runtime
-from bot.store.sql import SqlStore
+from bot.store.sql.store import SqlStore
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 CONNECT_TIMEOUT_S = 2.0

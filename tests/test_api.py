@@ -12,9 +12,9 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.channels.web.app import make_app
 from bot.readiness import Readiness
 from bot.runtime import Runtime
-from bot.web.app import make_app
 from tests.web.conftest import with_own_desk
 
 pytestmark = pytest.mark.rasa
@@ -134,7 +134,7 @@ async def test_oversized_and_too_long_messages(
         f"/api/conversations/{conversation}/messages", json={"text": long_text}, headers=AUTH
     )
     assert resp.status == 200 and (await resp.json())["error"] == "too_long"
-    stored = await rasa_runtime.store.messages(conversation)
+    stored = await rasa_runtime.store.conversations.messages(conversation)
     assert stored[0].text == long_text and stored[0].status == "rejected"
 
     huge = await client.post(

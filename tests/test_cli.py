@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import build_parser, settings_for
+from bot.cli.main import build_parser, settings_for
 from bot.runtime import Runtime
-from bot.store.handoff_queue import HandoffQueueStore
+from bot.store.sql.handoffs import SqlHandoffs
 
 TRIAGE = [sys.executable, "-m", "bot.cli"]
 
@@ -178,7 +178,7 @@ async def test_shell_shows_the_queue_place_and_wait_after_every_line_while_queue
     done = await asyncio.to_thread(_run, ["shell", "--lang", "en"], env, lines)
     assert done.returncode == 0, done.stderr
     conversation_id = done.stdout.split("conversation ", 1)[1].split(".", 1)[0]
-    queue = HandoffQueueStore(rasa_runtime.store)
+    queue = SqlHandoffs(rasa_runtime.store)
     handoff = await queue.active_for_conversation(conversation_id)
     assert handoff is not None and handoff.queue == "general"
     label = rasa_runtime.routing.queues["general"].label("en")
@@ -215,12 +215,12 @@ async def test_agents_add_prints_a_token_once_and_the_password_signs_in(tmp_path
     unknown = _run(["agents", "add", "marco", "--queues", "nowhere"], env)
     assert unknown.returncode == 2 and "unknown queue" in unknown.stderr
 
-    from bot.store.agents import AgentStore
-    from bot.store.sql import SqlStore
+    from bot.store.sql.agents import SqlAgents
+    from bot.store.sql.store import SqlStore
 
     store = await SqlStore.open("sqlite+aiosqlite:///" + str(tmp_path / "triage.db"))
     try:
-        agents = AgentStore(store)
+        agents = SqlAgents(store)
         assert (await agents.check_password("giulia", "a long enough password")) is not None
         assert await agents.check_password("giulia", "wrong password!!") is None
         found = await agents.by_token(token)

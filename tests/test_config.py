@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import PROJECT_ROOT, Settings, load_settings
+from bot.channels.phone.line import sip_settings
+from bot.config.settings import PROJECT_ROOT, Settings, load_settings
 from bot.errors import ConfigError
-from bot.phone.line import sip_settings
 from voice.sip.settings import SipSettings
 
 

@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from bot.core.conversation import SYSTEM_TEXTS, ConversationService
-from bot.core.routing import Route, RouteKind, load_routing
+from bot.config.routing import Route, RouteKind, load_routing
+from bot.conversation.service import SYSTEM_TEXTS, ConversationService
 from bot.errors import NluTimeout, NluUnavailable
 from bot.nlu.client import BotReply, Entity, TurnOutput
 from bot.nlu.fake import FakeNluClient
 from bot.nlu.rasa_http import RasaHttpClient
-from bot.store.sql import SqlStore
+from bot.store.sql.store import SqlStore
 from tests.conftest import ENERGY_PACK
 
 ROUTING = load_routing(ENERGY_PACK / "routing.yml")
@@ -38,7 +38,9 @@ def make_service(store: SqlStore, nlu: FakeNluClient) -> ConversationService:
 
 
 async def stored(store: SqlStore, conversation_id: str) -> list[tuple[str, str, str]]:
-    return [(m.sender, m.text, m.status) for m in await store.messages(conversation_id)]
+    return [
+        (m.sender, m.text, m.status) for m in await store.conversations.messages(conversation_id)
+    ]
 
 
 class StoreWatchingNlu(FakeNluClient):
@@ -151,7 +153,7 @@ async def test_message_is_stored_as_processed_with_intent_and_replies_after_it(
 
     result = await service.handle(cid, "vorrei sapere quanto devo pagare", channel="chat")
 
-    rows = await store.messages(cid)
+    rows = await store.conversations.messages(cid)
     assert [(m.sender, m.text, m.status) for m in rows] == [
         ("user", "vorrei sapere quanto devo pagare", "processed"),
         ("bot", "Certo.", "sent"),
@@ -216,7 +218,7 @@ async def test_too_long_message_is_rejected_and_stored_in_full(store: SqlStore) 
 
     assert result.error == "too_long"
     assert str(MAX_MESSAGE_CHARS) in result.replies[0].text
-    rows = await store.messages(cid)
+    rows = await store.conversations.messages(cid)
     assert rows[0].sender == "user"
     assert rows[0].status == "rejected"
     assert len(rows[0].text) == 10_000
@@ -249,7 +251,7 @@ async def test_control_characters_are_removed_before_nlu_and_raw_text_is_stored(
 
     assert result.error is None
     assert fake.turns == [(cid, "ciao come va")]
-    rows = await store.messages(cid)
+    rows = await store.conversations.messages(cid)
     assert rows[0].text == raw
     assert rows[0].status == "processed"
 
@@ -266,7 +268,7 @@ async def test_nul_byte_in_message_is_cleaned_before_nlu_and_message_is_kept(
 
     assert result.error is None
     assert fake.turns == [(cid, "ciao come va")]
-    rows = await store.messages(cid)
+    rows = await store.conversations.messages(cid)
     # PostgreSQL text cannot hold NUL: U+FFFD in its place is the only change allowed.
     assert rows[0].text in (raw, raw.replace("\x00", "\ufffd"))
     assert rows[0].status == "processed"
@@ -314,7 +316,7 @@ async def test_nlu_timeout_is_answered_like_nlu_down(store: SqlStore) -> None:
     result = await service.handle(cid, "vorrei pagare la bolletta", channel="phone")
 
     assert result.error == "nlu_unavailable"
-    assert (await store.messages(cid))[0].status == "failed"
+    assert (await store.conversations.messages(cid))[0].status == "failed"
 
 
 # language
@@ -332,7 +334,7 @@ async def test_language_detected_from_first_message_is_kept_for_the_next(
 
     assert first.language == "en"
     assert second.language == "en"
-    assert (await store.get_conversation(cid)).language == "en"
+    assert (await store.conversations.get_conversation(cid)).language == "en"
     assert fake.metadata == [{"language": "en", "channel": "chat"}] * 2
     assert fake.slots[cid] == {"language": "en"}
 
@@ -345,7 +347,7 @@ async def test_explicit_language_wins_over_detection(store: SqlStore) -> None:
     result = await service.handle(cid, "I would like to pay my bill", channel="chat", language="it")
 
     assert result.language == "it"
-    assert (await store.get_conversation(cid)).language == "it"
+    assert (await store.conversations.get_conversation(cid)).language == "it"
     assert fake.slots[cid] == {"language": "it"}
 
 
@@ -370,7 +372,7 @@ async def test_language_is_fixed_by_first_message_with_evidence(store: SqlStore)
     cid = new_conversation_id()
 
     no_evidence = await service.handle(cid, "CL100001", channel="chat")
-    assert (await store.get_conversation(cid)).language is None
+    assert (await store.conversations.get_conversation(cid)).language is None
     english = await service.handle(cid, "I would like to pay my bill", channel="chat")
     italian = await service.handle(cid, "vorrei pagare la bolletta", channel="chat")
 
@@ -418,7 +420,7 @@ async def test_concurrent_messages_of_one_conversation_are_processed_in_arrival_
     ids = [r.message_id for r in results]
     assert ids == sorted(ids)
     assert len(set(ids)) == count
-    user_rows = [m for m in await store.messages(cid) if m.sender == "user"]
+    user_rows = [m for m in await store.conversations.messages(cid) if m.sender == "user"]
     assert [m.text for m in user_rows] == texts
     assert [m.id for m in user_rows] == ids
 
@@ -701,14 +703,14 @@ async def test_a_message_a_channel_answered_itself_is_stored_masked_and_answered
     fake = FakeNluClient()
     service = make_service(store, fake)
     cid = new_conversation_id()
-    await store.ensure_conversation(cid, "phone", "it")
+    await store.conversations.ensure_conversation(cid, "phone", "it")
 
     row = await service.record_answered(
         cid, "sì, la carta è 4111 1111 1111 1111", intent="affirm", confidence=0.93
     )
 
-    (stored,) = await store.messages(cid)
+    (stored,) = await store.conversations.messages(cid)
     assert stored.id == row.id and "4111 1111 1111 1111" not in stored.text
     assert (stored.status, stored.intent) == ("processed", "affirm")
     assert fake.turns == []  # the dialogue never saw it
-    assert await store.conversations_with_unanswered() == []
+    assert await store.conversations.conversations_with_unanswered() == []

@@ -28,8 +28,8 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from bot.nlu.supervisor import RasaSupervisor
-from bot.store.sql import SqlStore
-from bot.store.tables import Handoff, Message
+from bot.store.sql.store import SqlStore
+from bot.store.sql.tables import Handoff, Message
 from tests.conftest import _free_port, _rasa_env_or_skip
 from tests.gateway_process import DEATH_TIMEOUT_S, ExternalRasa, Gateway, Ports
 
@@ -130,7 +130,7 @@ class Outcome:
 async def outcome(data_dir: Path, conversation_id: str, rasa: ExternalRasa | None) -> Outcome:
     store = await SqlStore.open(f"sqlite+aiosqlite:///{data_dir / 'triage.db'}", create=False)
     try:
-        rows = await store.messages(conversation_id)
+        rows = await store.conversations.messages(conversation_id)
         async with store.session() as s:
             handoffs = (
                 await s.execute(

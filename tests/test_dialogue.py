@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from bot.core.conversation import TurnResult
-from bot.core.routing import RouteKind
+from bot.config.routing import RouteKind
+from bot.conversation.service import TurnResult
 from bot.domains.energy.tables import Customer, Ticket
 from bot.runtime import Runtime
 from tests.conftest import CLOSED_TODAY_QUEUE, last_reading
@@ -46,13 +46,13 @@ async def test_check_balance_identifies_before_reading_the_account(rasa_runtime:
     await chat.say("CL100001")
     done = await chat.say("20123")
     assert "84,50" in said(done)
-    conversation = await rasa_runtime.store.get_conversation(chat.id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.id)
     assert (conversation.customer_id, conversation.verified, conversation.language) == (
         "CL100001",
         True,
         "it",
     )
-    flows = await rasa_runtime.store.flow_results(chat.id)
+    flows = await rasa_runtime.store.conversations.flow_results(chat.id)
     assert [(f.flow, f.outcome) for f in flows] == [("check_balance", "completed")]
 
 
@@ -62,7 +62,7 @@ async def test_wrong_postcode_does_not_verify_the_customer(rasa_runtime: Runtime
     await chat.say("my customer code is CL100003")
     wrong = await chat.say("20121")
     assert "129.90" not in said(wrong)
-    conversation = await rasa_runtime.store.get_conversation(chat.id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.id)
     assert conversation.verified is False
     done = await chat.say("10138")
     assert "129.90" in said(done)
@@ -101,11 +101,13 @@ async def test_known_outage_gives_its_eta_and_unknown_one_opens_a_ticket(
     await chat.say("non c'è corrente in tutta la via, c'è un guasto in zona?")
     known = await chat.say("20121")
     assert "20121" in said(known)
-    assert not any(f.detail.get("ticket") for f in await rasa_runtime.store.flow_results(chat.id))
+    assert not any(
+        f.detail.get("ticket") for f in await rasa_runtime.store.conversations.flow_results(chat.id)
+    )
 
     await chat.say("c'è un blackout anche a casa di mia madre")
     opened = await chat.say("il cap è 40137")
-    flows = await rasa_runtime.store.flow_results(chat.id)
+    flows = await rasa_runtime.store.conversations.flow_results(chat.id)
     ticket_id = flows[-1].detail["ticket"]
     assert ticket_id in said(opened)
     async with rasa_runtime.store.session() as s:
@@ -116,16 +118,20 @@ async def test_known_outage_gives_its_eta_and_unknown_one_opens_a_ticket(
     await status.say("a che punto è la mia pratica?")
     read_back = await status.say(ticket_id)
     assert ticket_id in said(read_back)
-    assert (await rasa_runtime.store.flow_results(status.id))[-1].detail["state"] == "open"
+    assert (await rasa_runtime.store.conversations.flow_results(status.id))[-1].detail[
+        "state"
+    ] == "open"
 
 
 async def test_postcode_must_have_five_digits(rasa_runtime: Runtime) -> None:
     chat = Chat(rasa_runtime, language="en")
     await chat.say("is there a power cut in my area?")
     await chat.say("2012")
-    assert await rasa_runtime.store.flow_results(chat.id) == []
+    assert await rasa_runtime.store.conversations.flow_results(chat.id) == []
     await chat.say("20121")
-    assert [f.flow for f in await rasa_runtime.store.flow_results(chat.id)] == ["report_outage"]
+    assert [f.flow for f in await rasa_runtime.store.conversations.flow_results(chat.id)] == [
+        "report_outage"
+    ]
 
 
 async def test_update_contact_changes_the_email_after_identification(
@@ -151,7 +157,7 @@ async def test_request_for_a_human_stores_the_envelope_before_the_reply(
     turn = chat.turns[-1]
     assert turn.handoff_id is not None
     assert turn.route is not None and turn.route.name == "billing"
-    handoff = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None
     envelope = handoff.envelope
     assert envelope["queue"] == "billing" and envelope["reason"] == "topic"
@@ -159,7 +165,7 @@ async def test_request_for_a_human_stores_the_envelope_before_the_reply(
     assert envelope["intents"][-1]["intent"] == "billing_problem"
     assert envelope["transcript"][0]["text"].startswith("I was charged twice")
     assert envelope["state_history"][0]["state"] == "queued"
-    conversation = await rasa_runtime.store.get_conversation(chat.id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.id)
     assert conversation.state == "queued"
 
 
@@ -170,7 +176,7 @@ async def test_explicit_request_goes_to_the_topic_queue_when_a_topic_is_known(
     await chat.say("quanto devo pagare?")
     turn = await chat.say("voglio parlare con un operatore")
     assert turn.handoff_id is not None
-    handoff = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None
     assert (handoff.queue, handoff.reason) == ("billing", "explicit_request")
 
@@ -179,7 +185,7 @@ async def test_explicit_request_without_topic_goes_to_general(rasa_runtime: Runt
     chat = Chat(rasa_runtime)
     turn = await chat.say("can I talk to a real person please")
     assert turn.handoff_id is not None
-    handoff = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None and handoff.queue == "general"
 
 
@@ -193,7 +199,7 @@ async def test_two_fallbacks_offer_a_human_and_yes_hands_over(rasa_runtime: Runt
     assert second.handoff_id is None
     accepted = await chat.say("sì")
     assert accepted.handoff_id is not None
-    handoff = await rasa_runtime.store.get_handoff(accepted.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(accepted.handoff_id)
     assert handoff is not None
     assert (handoff.queue, handoff.reason) == ("general", "consecutive_fallbacks")
 
@@ -204,10 +210,10 @@ async def test_failed_identification_hands_over_to_the_flows_queue(rasa_runtime:
     await chat.say("CL999999")
     turn = await chat.say("CL999998")
     assert turn.handoff_id is not None
-    handoff = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None
     assert (handoff.queue, handoff.reason) == ("billing", "failed_flow")
-    flows = await rasa_runtime.store.flow_results(chat.id)
+    flows = await rasa_runtime.store.conversations.flow_results(chat.id)
     assert [(f.flow, f.outcome) for f in flows] == [("check_balance", "failed")]
 
 
@@ -218,7 +224,7 @@ async def test_closed_queue_offers_a_callback_instead(rasa_runtime: Runtime) -> 
     assert any(r.buttons for r in offer.replies)
     booked = await chat.say("yes please")
     assert booked.handoff_id is not None
-    handoff = await rasa_runtime.store.get_handoff(booked.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(booked.handoff_id)
     assert handoff is not None
     assert (handoff.queue, handoff.mode) == (CLOSED_TODAY_QUEUE, "callback")
 
@@ -232,7 +238,7 @@ async def test_verified_vip_goes_first_and_a_repeat_contact_is_raised(
     await vip.say("00183")
     turn = await vip.say("ho un addebito doppio sulla bolletta")
     assert turn.handoff_id is not None
-    first = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    first = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert first is not None and first.priority == 2 and first.envelope["customer"]["verified"]
 
     again = Chat(rasa_runtime)
@@ -241,7 +247,7 @@ async def test_verified_vip_goes_first_and_a_repeat_contact_is_raised(
     await again.say("00183")
     turn = await again.say("mi avete addebitato due volte la stessa fattura")
     assert turn.handoff_id is not None
-    second = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    second = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert second is not None and second.priority == 3
     previous = [c["conversation_id"] for c in second.envelope["previous_conversations"]]
     assert vip.id in previous
@@ -274,7 +280,7 @@ async def test_a_new_topic_during_a_form_is_routed_without_finishing_it(
     turn = await chat.say("lasciamo stare, mi avete addebitato due volte la bolletta")
     assert turn.handoff_id is not None
     assert turn.slots.get("requested_slot") is None
-    handoff = await rasa_runtime.store.get_handoff(turn.handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None and handoff.queue == "billing"
 
 
@@ -303,6 +309,6 @@ async def test_an_unknown_language_gets_a_polite_reply_and_is_kept(rasa_runtime:
     turn = await chat.say("Guten Tag, ich möchte bitte meine Rechnung sehen")
     assert turn.error is None and turn.replies
     assert turn.language == "it"  # no evidence for a supported language: the default
-    stored = await rasa_runtime.store.messages(chat.id)
+    stored = await rasa_runtime.store.conversations.messages(chat.id)
     assert stored[0].text == "Guten Tag, ich möchte bitte meine Rechnung sehen"
     assert stored[0].status == "processed"

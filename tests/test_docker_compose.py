@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from bot.config import Settings, load_settings
-from bot.phone.line import sip_settings
+from bot.channels.phone.line import sip_settings
+from bot.config.settings import Settings, load_settings
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker" / "compose.yml"
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")

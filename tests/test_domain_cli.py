@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.domain_check import BUILT_IN_RESPONSES, check_pack
-from bot.domain_pack import Problem, check_manifest, read_manifest
-from bot.domain_scaffold import TEMPLATE, new_pack
 from bot.errors import ConfigError
+from bot.packs.check import BUILT_IN_RESPONSES, check_pack
+from bot.packs.loader import PackError, Problem, check_manifest, read_manifest
+from bot.packs.scaffold import TEMPLATE, new_pack
 from tests.conftest import ENERGY_PACK, PROJECT_ROOT
 
 TRIAGE = [sys.executable, "-m", "bot.cli"]
@@ -74,7 +74,7 @@ def _with_four_faults(root: Path) -> Path:
     _edit(
         root / "values.py",
         "import re\n",
-        "import re\n\nfrom bot.store.sql import SqlStore  # noqa: F401\n",
+        "import re\n\nfrom bot.store.sql.store import SqlStore  # noqa: F401\n",
     )
     return root
 
@@ -101,7 +101,7 @@ def test_check_reports_every_fault_with_its_file_and_key_in_one_run(tmp_path: Pa
     lines = done.stdout.splitlines()
     for file, key in expected:
         assert any(line.startswith(f"{root / file}: {key}: ") for line in lines), (file, key)
-    assert any("imports bot.store.sql" in line for line in lines)
+    assert any("imports bot.store.sql.store" in line for line in lines)
     assert lines[-1] == f"4 problems in the pack {root}"
 
 
@@ -172,9 +172,12 @@ def test_manifest_problems_are_all_collected_and_the_reader_raises_the_first(
     manifest, problems = check_manifest(tmp_path)
     assert manifest is not None
     assert [p.key for p in problems] == ["name", "back_office.kind", "back_office.retries"]
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(PackError) as raised:
         read_manifest(tmp_path)
-    assert str(raised.value) == f"{tmp_path / 'pack.yml'}: name: " + problems[0].message
+    assert raised.value.pack == str(tmp_path)
+    assert raised.value.problem == (
+        f"{tmp_path / 'pack.yml'}: name: {problems[0].message} (and 2 more problems)"
+    )
 
 
 def test_new_pack_passes_check_as_generated(tmp_path: Path) -> None:
@@ -236,3 +239,55 @@ def test_new_pack_trains_and_passes_triage_test(tmp_path: Path, rasa_python: Pat
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("== NLU held-out:") == 2
     assert "conversation tests: passed" in done.stdout
+
+
+def _broken_pack(tmp_path: Path, fault: str) -> tuple[Path, str]:
+    """A pack with one fault, and what the one line about it must say."""
+    if fault == "missing":
+        return tmp_path / "nowhere", "no domain pack there"
+    root = new_pack(NEW_PACK, tmp_path)
+    if fault == "manifest":
+        _edit(root / "pack.yml", "version: 1", "version: 2")
+        return root, f"{root / 'pack.yml'}: version: must be 1"
+    (root / "case_status.py").write_text(
+        (root / "case_status.py").read_text() + '\nraise RuntimeError("pack boom")\n'
+    )
+    line = len((root / "case_status.py").read_text().splitlines())
+    return root, f"RuntimeError: pack boom ({root / 'case_status.py'}, line {line})"
+
+
+@pytest.mark.parametrize("command", ["serve", "train", "test"])
+@pytest.mark.parametrize("fault", ["missing", "manifest", "python"])
+def test_commands_refuse_a_broken_pack_in_one_line_naming_it(
+    tmp_path: Path, command: str, fault: str
+) -> None:
+    root, problem = _broken_pack(tmp_path, fault)
+    done = _run(
+        [command],
+        {
+            "TRIAGE_DOMAIN": str(root),
+            "TRIAGE_DATA_DIR": str(tmp_path / "var"),
+            "TRIAGE_HTTP_PORT": "0",
+            "TRIAGE_SIP_PORT": "0",
+        },
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"triage: domain pack {root}: ")
+    assert problem in line
+    assert line.endswith(f"`triage domain check {root}` lists every problem")
+
+
+def test_check_of_a_selected_pack_with_an_invalid_manifest_lists_every_problem(
+    tmp_path: Path,
+) -> None:
+    root = new_pack(NEW_PACK, tmp_path)
+    _edit(root / "pack.yml", "version: 1", "version: 2")
+    _edit(root / "pack.yml", f'name: "{NEW_PACK}"', 'name: "Acme Care"')
+    done = _run(["domain", "check"], {"TRIAGE_DOMAIN": str(root)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for key in ("version", "name"):
+        assert any(line.startswith(f"{root / 'pack.yml'}: {key}: ") for line in lines), key
+    assert lines[-1] == f"2 problems in the pack {root}"

@@ -8,11 +8,12 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
+from bot.clock import utcnow
 from bot.domain import CustomerRecord, EmbeddedContext
 from bot.domains.energy.backoffice import EnergyDemoBackOffice, embedded_back_office
 from bot.domains.energy.demo_data import DEMO_CUSTOMERS, DEMO_OUTAGES
 from bot.domains.energy.tables import Customer, MeterReading, Outage, Ticket
-from bot.store.sql import SqlStore, utcnow
+from bot.store.sql.store import SqlStore
 
 MARIO = DEMO_CUSTOMERS[0]
 OTHER = DEMO_CUSTOMERS[1]

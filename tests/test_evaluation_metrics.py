@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import PROJECT_ROOT
+from bot.config.settings import PROJECT_ROOT
 from bot.nlu.evaluation import IntentScore, load_examples, percentile, pipeline_name, score
 
 

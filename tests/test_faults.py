@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.conversation import ConversationService
+from bot.conversation.service import ConversationService
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaState, RasaSupervisor
 from bot.runtime import Runtime
@@ -51,7 +51,7 @@ async def test_killed_rasa_is_restarted_and_the_conversation_resumes(
 
     down = await service.handle(conversation, "CL100001", channel="chat")
     assert down.error == "nlu_unavailable"
-    messages = await rasa_runtime.store.messages(conversation)
+    messages = await rasa_runtime.store.conversations.messages(conversation)
     assert (messages[-2].text, messages[-2].status) == ("CL100001", "failed")
 
     await _wait_until_ready(supervisor, before.restarts + 1)
@@ -85,7 +85,7 @@ async def test_a_slow_rasa_times_out_politely_and_keeps_the_message(
         server.close()
         await server.wait_closed()
     assert turn.error == "nlu_unavailable" and turn.language == "en"
-    stored = await rasa_runtime.store.messages(conversation)
+    stored = await rasa_runtime.store.conversations.messages(conversation)
     assert (stored[0].text, stored[0].status) == ("I want to pay my bill", "failed")
     # once Rasa answers again, the same conversation continues through the real server
     back = await rasa_runtime.conversations.handle(conversation, "hello", channel="chat")

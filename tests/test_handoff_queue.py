@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.handoff_state import (
+from bot.clock import utcnow
+from bot.errors import Conflict, NotFound
+from bot.handoff.state import (
     ABANDON,
     ACCEPT,
     CLOSE,
@@ -20,11 +22,11 @@ from bot.core.handoff_state import (
     TRANSFER,
     HandoffState,
 )
-from bot.errors import Conflict, NotFound
-from bot.store.handoff_queue import Actor, HandoffQueueStore
-from bot.store.sql import SqlStore, utcnow
-from bot.store.tables import Handoff
-from bot.store.webhook_outbox import WebhookOutbox
+from bot.store.protocols import Actor, NewHandoff
+from bot.store.sql.handoffs import SqlHandoffs
+from bot.store.sql.store import SqlStore
+from bot.store.sql.tables import Handoff
+from bot.store.sql.webhook_outbox import WebhookOutbox
 
 T0 = utcnow() - timedelta(minutes=30)
 
@@ -33,9 +35,9 @@ async def enqueue(
     store: SqlStore, *, queue: str = "billing", priority: int = 0, minute: int = 0
 ) -> Handoff:
     conversation_id = f"q-{uuid.uuid4().hex[:12]}"
-    await store.ensure_conversation(conversation_id, "chat", "it")
+    await store.conversations.ensure_conversation(conversation_id, "chat", "it")
     at = T0 + timedelta(minutes=minute)
-    handoff = Handoff(
+    new = NewHandoff(
         id=str(uuid.uuid4()),
         conversation_id=conversation_id,
         customer_id=None,
@@ -47,12 +49,11 @@ async def enqueue(
         state="queued",
         envelope={"summary": "test"},
         created_at=at,
-        enqueued_at=at,
         channel="chat",
         language="it",
+        turn_message=None,
     )
-    await store.add_handoff(handoff, conversation_state="queued")
-    return handoff
+    return await store.handoffs.add_handoff(new, conversation_state="queued")
 
 
 def agent(name: str, *queues: str) -> Actor:
@@ -60,7 +61,7 @@ def agent(name: str, *queues: str) -> Actor:
 
 
 async def test_waiting_order_is_fifo_within_priority(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     first = await enqueue(store, minute=0)
     vip = await enqueue(store, priority=2, minute=1)
     last = await enqueue(store, minute=2)
@@ -71,7 +72,7 @@ async def test_waiting_order_is_fifo_within_priority(store: SqlStore) -> None:
 
 
 async def test_expired_offer_goes_back_to_its_original_position(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     first, second, third = [await enqueue(store, minute=m) for m in range(3)]
     now = utcnow()
     await q.apply(
@@ -90,7 +91,7 @@ async def test_expired_offer_goes_back_to_its_original_position(store: SqlStore)
 
 
 async def test_an_offer_reserves_the_customer_for_its_agent(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     h = await enqueue(store)
     expires = utcnow() + timedelta(seconds=30)
     await q.apply(
@@ -100,12 +101,12 @@ async def test_an_offer_reserves_the_customer_for_its_agent(store: SqlStore) -> 
         await q.apply(h.id, ACCEPT, agent("bruno", "billing"))
     accepted = await q.apply(h.id, ACCEPT, agent("anna", "billing"))
     assert (accepted.state, accepted.agent_id) == (HandoffState.ACCEPTED, "anna")
-    conversation = await store.get_conversation(h.conversation_id)
+    conversation = await store.conversations.get_conversation(h.conversation_id)
     assert conversation.state == "with_agent"
 
 
 async def test_two_agents_accepting_at_once_exactly_one_wins(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     handoffs = [await enqueue(store, minute=m) for m in range(5)]
     names = [f"agent{i}" for i in range(6)]
     for h in handoffs:
@@ -115,14 +116,14 @@ async def test_two_agents_accepting_at_once_exactly_one_wins(store: SqlStore) ->
         winners = [r for r in results if isinstance(r, Handoff)]
         losers = [r for r in results if isinstance(r, Conflict)]
         assert (len(winners), len(losers)) == (1, len(names) - 1), results
-        stored = await store.get_handoff(h.id)
+        stored = await store.handoffs.get_handoff(h.id)
         assert stored is not None and stored.agent_id == winners[0].agent_id
         accepts = [e for e in await q.events(h.id) if e.state == "accepted"]
         assert len(accepts) == 1
 
 
 async def test_agent_cannot_accept_outside_their_queues(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     h = await enqueue(store, queue="retention")
     with pytest.raises(Conflict):
         await q.apply(h.id, ACCEPT, agent("anna", "billing"))
@@ -131,7 +132,7 @@ async def test_agent_cannot_accept_outside_their_queues(store: SqlStore) -> None
 
 
 async def test_only_the_accepting_agent_may_close(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     h = await enqueue(store)
     await q.apply(h.id, ACCEPT, agent("anna", "billing"))
     with pytest.raises(Conflict):
@@ -141,14 +142,14 @@ async def test_only_the_accepting_agent_may_close(store: SqlStore) -> None:
     )
     assert (closed.state, closed.disposition) == (HandoffState.CLOSED, "resolved")
     assert closed.ended_at is not None
-    conversation = await store.get_conversation(h.conversation_id)
+    conversation = await store.conversations.get_conversation(h.conversation_id)
     assert (conversation.state, conversation.closed_at is not None) == ("closed", True)
     with pytest.raises(Conflict):  # closed is final
         await q.apply(h.id, ACCEPT, agent("anna", "billing"))
 
 
 async def test_transfer_keeps_the_place_earned_by_waiting(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     early = await enqueue(store, minute=0)
     waiting_tech = await enqueue(store, queue="technical", minute=5)
     await q.apply(early.id, ACCEPT, agent("anna", "billing"))
@@ -170,16 +171,16 @@ async def test_transfer_keeps_the_place_earned_by_waiting(store: SqlStore) -> No
 
 
 async def test_release_hands_the_conversation_back_to_the_bot(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     h = await enqueue(store)
     await q.apply(h.id, ACCEPT, agent("anna", "billing"))
     await q.apply(h.id, RELEASE, agent("anna", "billing"), values={"disposition": "returned"})
-    assert (await store.get_conversation(h.conversation_id)).state == "bot"
+    assert (await store.conversations.get_conversation(h.conversation_id)).state == "bot"
     assert await q.active_for_conversation(h.conversation_id) is None
 
 
 async def test_abandon_only_while_waiting(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     waiting, talking = await enqueue(store), await enqueue(store, minute=1)
     await q.apply(talking.id, ACCEPT, agent("anna", "billing"))
     gone = await q.apply(waiting.id, ABANDON, Actor.system())
@@ -190,7 +191,7 @@ async def test_abandon_only_while_waiting(store: SqlStore) -> None:
 
 
 async def test_mean_handle_time_comes_from_closed_handoffs(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     assert await q.mean_handle_time("billing") is None
     for minutes in (2, 4):
         h = await enqueue(store)
@@ -202,7 +203,7 @@ async def test_mean_handle_time_comes_from_closed_handoffs(store: SqlStore) -> N
 
 
 async def test_agent_load_counts_accepted_and_offered(store: SqlStore) -> None:
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     a, b, c = [await enqueue(store, minute=m) for m in range(3)]
     await q.apply(a.id, ACCEPT, agent("anna", "billing"))
     await q.apply(
@@ -221,11 +222,11 @@ async def test_waiting_customers_survive_a_reopen_in_the_same_order(tmp_path: Pa
     url = "sqlite+aiosqlite:///" + str(tmp_path / "restart.db")
     store = await SqlStore.open(url)
     made = [await enqueue(store, priority=p, minute=m) for m, p in ((0, 0), (1, 1), (2, 0))]
-    before = [h.id for h in await HandoffQueueStore(store).waiting()]
+    before = [h.id for h in await SqlHandoffs(store).waiting()]
     await store.close()
     reopened = await SqlStore.open(url)
     try:
-        after = await HandoffQueueStore(reopened).waiting()
+        after = await SqlHandoffs(reopened).waiting()
         assert [h.id for h in after] == before == [made[1].id, made[0].id, made[2].id]
         assert all(h.envelope == {"summary": "test"} for h in after)
     finally:
@@ -236,7 +237,7 @@ async def test_webhook_outbox_lists_the_events_after_the_cursor_in_order(store: 
     before = await enqueue(store)  # written before the receiver was configured: never sent
     outbox = WebhookOutbox(store, "http://127.0.0.1:9/crm")
     start = await outbox.cursor()
-    q = HandoffQueueStore(store)
+    q = SqlHandoffs(store)
     handoff = await enqueue(store)
     await q.apply(handoff.id, OFFER, Actor.system(), values={"offered_to": "a1"})  # no webhook
     await q.apply(handoff.id, ACCEPT, agent("a1", "billing"))

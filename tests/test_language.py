@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import PROJECT_ROOT
-from bot.core.language import GENERIC, SUPPORTED
+from bot.config.settings import PROJECT_ROOT
+from bot.conversation.language import GENERIC, SUPPORTED
 from bot.nlu.evaluation import load_examples
 from bot.runtime import language_detector
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.core.routing import RouteKind, load_routing
+from bot.config.routing import RouteKind, load_routing
 from bot.nlu.evaluation import load_examples, unseen_examples
 from tests.conftest import ENERGY_PACK
 
@@ -64,7 +64,7 @@ def test_domain_routing_and_intent_table_agree() -> None:
 
 def test_every_custom_action_in_the_domain_is_served() -> None:
     from bot.actions.webhook import action_registry
-    from bot.domain_pack import load_pack
+    from bot.packs.loader import load_pack
 
     domain = yaml.safe_load((NLU / "domain" / "core.yml").read_text())
     assert set(domain["actions"]) == set(action_registry(load_pack("energy").actions))

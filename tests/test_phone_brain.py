@@ -7,15 +7,15 @@ import uuid
 
 import pytest
 
-from bot.config import Settings
+from bot.channels.phone.brain import PhoneBrain
+from bot.channels.phone.line import exposure_warning
+from bot.channels.phone.speech import render
+from bot.config.phone_lines import load_phone_lines
+from bot.config.settings import Settings
 from bot.errors import NluUnavailable
 from bot.nlu.client import BotReply
-from bot.phone.brain import PhoneBrain
-from bot.phone.line import exposure_warning
-from bot.phone.lines import load_phone_lines
-from bot.phone.speech import render
 from bot.runtime import Runtime
-from bot.store.tables import Handoff
+from bot.store.sql.tables import Handoff
 from voice.brain import BrainReply, CallContext
 
 pytestmark = pytest.mark.rasa
@@ -35,7 +35,7 @@ def call(caller: str | None = None, dialled: str | None = "100") -> CallContext:
 
 async def handoff_of(brain: PhoneBrain, reply: BrainReply) -> Handoff:
     assert reply.transfer is not None, reply
-    handoff = await brain.store.get_handoff(reply.transfer.handoff_id)
+    handoff = await brain.store.handoffs.get_handoff(reply.transfer.handoff_id)
     assert handoff is not None
     return handoff
 
@@ -46,9 +46,9 @@ async def test_a_call_is_greeted_in_the_language_of_the_dialled_number(
     brain = brain_for(rasa_runtime)
     conversation_id, greeting = await brain.begin(call(dialled="101"))
     assert greeting.language == "en" and "virtual assistant" in greeting.say[0]
-    conversation = await brain.store.get_conversation(conversation_id)
+    conversation = await brain.store.conversations.get_conversation(conversation_id)
     assert (conversation.channel, conversation.language) == ("phone", "en")
-    stored = [m.text for m in await brain.store.messages(conversation_id)]
+    stored = [m.text for m in await brain.store.conversations.messages(conversation_id)]
     assert stored == list(greeting.say)
     _, italian = await brain.begin(call(dialled="+39 02 0000 0000"))
     assert italian.language == "it" and "assistente virtuale" in italian.say[0]
@@ -77,7 +77,7 @@ async def test_dtmf_zero_transfers_to_the_queue_sip_uri_with_a_phone_handoff(
 async def test_caller_id_is_an_unverified_hint_never_an_identity(rasa_runtime: Runtime) -> None:
     brain = brain_for(rasa_runtime)
     conversation_id, _ = await brain.begin(call(caller=MARIO_NATIONAL))
-    conversation = await brain.store.get_conversation(conversation_id)
+    conversation = await brain.store.conversations.get_conversation(conversation_id)
     assert (conversation.customer_id, conversation.verified) == ("CL100001", False)
     reply = await brain.hear(conversation_id, "voglio parlare con un operatore")
     handoff = await handoff_of(brain, reply)
@@ -104,7 +104,11 @@ async def test_a_flow_asks_for_digits_and_completes_with_keyed_values(
     balance = await brain.keyed(conversation_id, "20123", postcode.digits)
     spoken = " ".join(balance.say)
     assert "84,50" in spoken and balance.digits is None
-    keyed = [m.text for m in await brain.store.messages(conversation_id) if m.sender == "user"]
+    keyed = [
+        m.text
+        for m in await brain.store.conversations.messages(conversation_id)
+        if m.sender == "user"
+    ]
     assert keyed[-2:] == ["CL100001", "20123"]
 
 
@@ -131,7 +135,7 @@ async def test_a_failed_transfer_books_a_callback_and_ends_the_call(
     handoff = await handoff_of(brain, reply)
     assert handoff.state == "callback_requested"
     await brain.ended(conversation_id, "bot_hung_up")
-    assert (await brain.store.get_handoff(handoff.id)).state == "callback_requested"  # type: ignore[union-attr]
+    assert (await brain.store.handoffs.get_handoff(handoff.id)).state == "callback_requested"  # type: ignore[union-attr]
 
 
 async def test_hanging_up_while_waiting_abandons_but_a_transfer_does_not(
@@ -147,7 +151,8 @@ async def test_hanging_up_while_waiting_abandons_but_a_transfer_does_not(
     await brain.transferred(moved, reply.transfer)
     await brain.ended(moved, "transferred")
     states = [
-        (await brain.store.get_handoff(h)).state for h in (waiting.id, reply.transfer.handoff_id)
+        (await brain.store.handoffs.get_handoff(h)).state
+        for h in (waiting.id, reply.transfer.handoff_id)
     ]  # type: ignore[union-attr]
     assert states == ["abandoned", "queued"]
 
@@ -157,15 +162,23 @@ async def test_a_caller_who_chatted_recently_is_asked_if_it_is_the_same_matter(
 ) -> None:
     brain = brain_for(rasa_runtime)
     chat_id = f"chat-{uuid.uuid4().hex[:8]}"
-    await brain.store.ensure_conversation(chat_id, "chat", "it")
-    await brain.store.update_conversation(chat_id, customer_id="CL100002", verified=True)
+    await brain.store.conversations.ensure_conversation(chat_id, "chat", "it")
+    await brain.store.conversations.update_conversation(
+        chat_id, customer_id="CL100002", verified=True
+    )
     conversation_id, greeting = await brain.begin(call(caller="+39 06 5550 1002"))
     assert len(greeting.say) == 2 and "chat" in greeting.say[1]
     yes = await brain.hear(conversation_id, "sì")
     assert yes.transfer is None and yes.say
-    (said,) = [m for m in await brain.store.messages(conversation_id) if m.sender == "user"]
+    (said,) = [
+        m for m in await brain.store.conversations.messages(conversation_id) if m.sender == "user"
+    ]
     assert (said.text, said.status, said.intent) == ("sì", "processed", "affirm")
-    notes = [m.text for m in await brain.store.messages(conversation_id) if m.sender == "system"]
+    notes = [
+        m.text
+        for m in await brain.store.conversations.messages(conversation_id)
+        if m.sender == "system"
+    ]
     assert any(chat_id in note for note in notes)
     _, stranger = await brain.begin(call(caller="+39 333 000 0000"))
     assert len(stranger.say) == 1
@@ -201,8 +214,10 @@ async def test_an_answer_about_the_chat_is_kept_when_the_nlu_cannot_parse_it(
 ) -> None:
     brain = brain_for(rasa_runtime)
     chat_id = f"chat-{uuid.uuid4().hex[:8]}"
-    await brain.store.ensure_conversation(chat_id, "chat", "it")
-    await brain.store.update_conversation(chat_id, customer_id="CL100002", verified=True)
+    await brain.store.conversations.ensure_conversation(chat_id, "chat", "it")
+    await brain.store.conversations.update_conversation(
+        chat_id, customer_id="CL100002", verified=True
+    )
     conversation_id, _ = await brain.begin(call(caller="+39 06 5550 1002"))
 
     async def parse_unavailable(text: str) -> None:
@@ -211,5 +226,9 @@ async def test_an_answer_about_the_chat_is_kept_when_the_nlu_cannot_parse_it(
     monkeypatch.setattr(brain.desk.nlu, "parse", parse_unavailable)
     reply = await brain.hear(conversation_id, "sì, la mia mail è mario.rossi@example.it")
     assert reply.say  # the dialogue answered it
-    said = [m.text for m in await brain.store.messages(conversation_id) if m.sender == "user"]
+    said = [
+        m.text
+        for m in await brain.store.conversations.messages(conversation_id)
+        if m.sender == "user"
+    ]
     assert len(said) == 1 and "mario.rossi@example.it" not in said[0]  # stored, masked

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from bot.phone.engines import static_prompts, warm_up_vosk
-from bot.phone.lines import load_phone_lines
+from bot.channels.phone.engines import static_prompts, warm_up_vosk
+from bot.config.phone_lines import load_phone_lines
 from tests.conftest import ENERGY_PACK
 from voice.asr.models import packaged_model_path
 from voice.asr.vosk import DecoderCounts, VoskModel

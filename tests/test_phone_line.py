@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.phone.brain import PhoneBrain
-from bot.phone.engines import open_call_engines
-from bot.phone.lines import load_phone_lines
-from bot.phone.loopback import read_wav_8k
+from bot.channels.phone.brain import PhoneBrain
+from bot.channels.phone.engines import open_call_engines
+from bot.channels.phone.loopback import read_wav_8k
+from bot.config.phone_lines import load_phone_lines
 from bot.runtime import Runtime
 from tests.conftest import ENERGY_PACK, last_reading
 from tests.voice.pcap import write_rtp_pcap
@@ -108,7 +108,7 @@ async def test_a_spoken_request_for_a_person_is_transferred_with_its_context(
         stats = await asyncio.wait_for(agent.wait_for(lambda s: s.calls_ended == 1), 10)
     assert stats.end_reasons == {"transferred": 1}
     handoff_id = run.messages.split("X-Handoff-Id: ", 1)[1].split()[0]
-    handoff = await rasa_runtime.store.get_handoff(handoff_id)
+    handoff = await rasa_runtime.store.handoffs.get_handoff(handoff_id)
     assert handoff is not None
     assert (handoff.queue, handoff.channel, handoff.language) == ("general", "phone", "en")
     said = [t["text"] for t in handoff.envelope["transcript"] if t["sender"] == "user"]
@@ -162,7 +162,7 @@ async def test_a_meter_reading_by_voice_and_keys_is_stored(
             await phone.close()
     spoken = " ".join(" ".join(r.say) for r in brain.replies)
     assert f"recorded the reading {reading}" in spoken
-    conversation = await rasa_runtime.store.get_conversation(brain.conversations[0])
+    conversation = await rasa_runtime.store.conversations.get_conversation(brain.conversations[0])
     assert (conversation.channel, conversation.customer_id, conversation.verified) == (
         "phone",
         "CL100003",

@@ -1,6 +1,7 @@
-"""The project's code that runs inside Rasa: the tracker store (``bot/nlu/rasa_tracker_store.py``),
-the input channel (``bot/nlu/rasa_channel.py``) and the launcher's validation of action answers
-(``bot/nlu/rasa_launcher.py``): checks under the Rasa environment, then the real server."""
+"""The project's code that runs inside Rasa, the ``triage_rasa`` package (``rasa_side/``): the
+tracker store (``triage_rasa.tracker_store``), the input channel (``triage_rasa.channel``) and the
+launcher's validation of action answers (``triage_rasa.launcher``): checks under the Rasa
+environment, then the real server."""
 
 from __future__ import annotations
 

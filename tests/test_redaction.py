@@ -21,7 +21,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bot.core.redaction import redact
+from triage_pii.masking import redact
 
 # Independent helpers to build valid numbers for the property tests.
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config import PROJECT_ROOT
-from bot.core.routing import Route, RouteKind, RoutingTable, load_routing
+from bot.config.routing import Route, RouteKind, RoutingTable, check_routing, load_routing
+from bot.config.settings import PROJECT_ROOT
 from bot.errors import ConfigError
 from tests.conftest import ENERGY_PACK
 
@@ -213,3 +213,69 @@ def test_bad_routing_file_raises_config_error_naming_the_key(
     message = str(caught.value)
     assert key in message
     assert str(path) in message
+
+
+# bad entries in several queues and the time zone: (text, its replacement, the keys reported)
+SEVERAL_HOURS_FAULTS = [
+    ("timezone: Europe/Rome", "timezone: Europe/Atlantis", ["timezone"]),
+    (
+        'hours: {mon-fri: "08:00-20:00"}',
+        'hours: {mon-fri: "08:00-20:00", sat: "8-13", sun: "18:00-09:00"}',
+        ["queues.billing.hours.sat", "queues.billing.hours.sun"],
+    ),
+    (
+        'hours: {mon-sat: "08:00-21:00"}',
+        'hours: {mon-fry: "08:00-21:00", sat-mon: "09:00-12:00", tue: "09:60-10:00"}',
+        [
+            "queues.general.hours.mon-fry",
+            "queues.general.hours.sat-mon",
+            "queues.general.hours.tue",
+        ],
+    ),
+]
+
+
+def test_every_bad_hours_entry_of_every_queue_is_reported_with_its_key(tmp_path: Path) -> None:
+    body, expected = VALID, []
+    for old, new, keys in SEVERAL_HOURS_FAULTS:
+        assert old in body
+        body = body.replace(old, new)
+        expected += keys
+    path = write_routing(tmp_path, body)
+
+    table, problems = check_routing(path)
+
+    assert table is None
+    assert sorted(p.key for p in problems) == sorted(expected)
+    with pytest.raises(ConfigError) as caught:
+        load_routing(path)
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    assert sorted(line.removeprefix(f"{path}: ").split(": ")[0] for line in lines) == sorted(
+        expected
+    )
+
+
+def test_a_queue_with_bad_hours_is_still_a_queue_that_intents_and_flows_may_name(
+    tmp_path: Path,
+) -> None:
+    path = write_routing(tmp_path, VALID.replace('"08:00-20:00"', '"20:00-08:00"'))
+
+    _, problems = check_routing(path)
+
+    assert [p.key for p in problems] == ["queues.billing.hours.mon-fri"]
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [("queues", "[billing]"), ("intents", "greet"), ("flows", "[]"), ("escalation", "3")],
+)
+def test_a_section_that_is_not_a_mapping_is_a_problem_not_a_crash(
+    tmp_path: Path, section: str, value: str
+) -> None:
+    # the last of two equal keys wins in YAML: the section is replaced
+    path = write_routing(tmp_path, f"{VALID}{section}: {value}\n")
+
+    _, problems = check_routing(path)
+
+    assert section in [p.key for p in problems]

@@ -34,17 +34,17 @@ from sqlalchemy import inspect
 
 from bot.actions.handoff import BACK_OFFICE_DOWN
 from bot.backoffice.protocol import CustomerRecord
-from bot.config import load_settings
+from bot.channels.phone.brain import PhoneBrain
+from bot.channels.phone.engines import open_call_engines
+from bot.channels.phone.loopback import TURN_TIMEOUT_S, loopback_call
+from bot.channels.web.app import make_app
+from bot.config.phone_lines import load_phone_lines
+from bot.config.settings import load_settings
 from bot.domain import SERVICE_SLOTS
 from bot.nlu.evaluation import free_port
 from bot.nlu.training import TrainingInputs
-from bot.phone.brain import PhoneBrain
-from bot.phone.engines import open_call_engines
-from bot.phone.lines import load_phone_lines
-from bot.phone.loopback import TURN_TIMEOUT_S, loopback_call
 from bot.runtime import Runtime, open_runtime
-from bot.store.tables import Handoff
-from bot.web.app import make_app
+from bot.store.sql.tables import Handoff
 from tests.backoffice_server import (
     OPERATIONS_PATH,
     VERIFY_PATH,
@@ -320,9 +320,9 @@ async def test_a_claim_status_is_read_for_an_identified_policy_holder(aurora: Au
     assert verify == {"customer_id": GIULIA.id, "factors": {"birth_date": "1985-03-12"}}
     asked = aurora.back_office.requests_to(OPERATIONS_PATH + "claim_status")[-1]
     assert asked.json()["args"] == {"policy_number": GIULIA.id, "claim": "SX240117"}
-    conversation = await aurora.runtime.store.get_conversation(chat.conversation_id)
+    conversation = await aurora.runtime.store.conversations.get_conversation(chat.conversation_id)
     assert (conversation.customer_id, conversation.verified) == (GIULIA.id, True)
-    outcomes = await aurora.runtime.store.flow_results(chat.conversation_id)
+    outcomes = await aurora.runtime.store.conversations.flow_results(chat.conversation_id)
     assert [(f.flow, f.outcome, f.detail["state"]) for f in outcomes] == [
         ("claim_status", "completed", "paid")
     ]
@@ -535,6 +535,6 @@ async def test_a_call_keying_zero_is_transferred_to_the_pack_queue(aurora: Auror
     assert greeting == (lines.welcome["en"],) and "Aurora Insurance" in greeting[0]
     [transfer] = control.transfers
     assert (transfer.queue, transfer.target_uri) == ("general", "sip:assistenza@127.0.0.1:5080")
-    handoff = await runtime.store.get_handoff(transfer.handoff_id)
+    handoff = await runtime.store.handoffs.get_handoff(transfer.handoff_id)
     assert handoff is not None
     assert (handoff.channel, handoff.queue, handoff.state) == ("phone", "general", "queued")

@@ -12,9 +12,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
+from bot.clock import utcnow
 from bot.errors import NotFound
-from bot.store.sql import SqlStore, utcnow
-from bot.store.tables import Conversation, Handoff
+from bot.store.protocols import NewHandoff
+from bot.store.sql.store import SqlStore
+from bot.store.sql.tables import Conversation
 
 CUSTOMER = "CL100001"
 
@@ -27,8 +29,9 @@ def make_handoff(
     envelope: dict[str, Any] | None = None,
     created_at: datetime | None = None,
     handoff_id: str | None = None,
-) -> Handoff:
-    return Handoff(
+    turn_message: str | None = None,
+) -> NewHandoff:
+    return NewHandoff(
         id=handoff_id or str(uuid.uuid4()),
         conversation_id=conversation_id,
         customer_id=customer_id,
@@ -40,6 +43,9 @@ def make_handoff(
         state="queued",
         envelope=envelope if envelope is not None else {"summary": "test"},
         created_at=created_at or utcnow(),
+        channel="chat",
+        language="it",
+        turn_message=turn_message,
     )
 
 
@@ -55,7 +61,7 @@ async def test_ensure_conversation_creates_one_row_under_concurrent_callers(
     store: SqlStore,
 ) -> None:
     results = await asyncio.gather(
-        *(store.ensure_conversation("conc-1", "chat", "it") for _ in range(10))
+        *(store.conversations.ensure_conversation("conc-1", "chat", "it") for _ in range(10))
     )
 
     assert {c.id for c in results} == {"conc-1"}
@@ -67,8 +73,8 @@ async def test_ensure_conversation_creates_one_row_under_concurrent_callers(
 
 
 async def test_ensure_conversation_returns_existing_row_when_called_again(store: SqlStore) -> None:
-    first = await store.ensure_conversation("again-1", "phone", "en")
-    second = await store.ensure_conversation("again-1", "chat", None)
+    first = await store.conversations.ensure_conversation("again-1", "phone", "en")
+    second = await store.conversations.ensure_conversation("again-1", "chat", None)
 
     assert second.channel == "phone"
     assert second.language == "en"
@@ -78,37 +84,42 @@ async def test_ensure_conversation_returns_existing_row_when_called_again(store:
 async def test_messages_come_back_in_insertion_order_with_sender_and_status(
     store: SqlStore,
 ) -> None:
-    await store.ensure_conversation("msg-1", "chat")
+    await store.conversations.ensure_conversation("msg-1", "chat")
     sent = [
         ("user", "ciao", "received"),
         ("bot", "Buongiorno, come posso aiutarla?", "sent"),
         ("user", "perché la bolletta è così alta? €", "processed"),
         ("agent", "la richiamo", "sent"),
     ]
-    ids = [await store.add_message("msg-1", sender, body, status) for sender, body, status in sent]
+    ids = [
+        await store.conversations.add_message("msg-1", sender, body, status)
+        for sender, body, status in sent
+    ]
 
-    got = await store.messages("msg-1")
+    got = await store.conversations.messages("msg-1")
 
     assert [m.id for m in got] == ids
     assert [(m.sender, m.text, m.status) for m in got] == sent
 
 
 async def test_messages_of_another_conversation_are_not_returned(store: SqlStore) -> None:
-    await store.ensure_conversation("msg-a", "chat")
-    await store.ensure_conversation("msg-b", "chat")
-    await store.add_message("msg-a", "user", "mine")
-    await store.add_message("msg-b", "user", "theirs")
+    await store.conversations.ensure_conversation("msg-a", "chat")
+    await store.conversations.ensure_conversation("msg-b", "chat")
+    await store.conversations.add_message("msg-a", "user", "mine")
+    await store.conversations.add_message("msg-b", "user", "theirs")
 
-    assert [m.text for m in await store.messages("msg-a")] == ["mine"]
+    assert [m.text for m in await store.conversations.messages("msg-a")] == ["mine"]
 
 
 async def test_mark_message_records_status_intent_and_confidence(store: SqlStore) -> None:
-    await store.ensure_conversation("mark-1", "chat")
-    message_id = await store.add_message("mark-1", "user", "quanto devo pagare?")
+    await store.conversations.ensure_conversation("mark-1", "chat")
+    message_id = await store.conversations.add_message("mark-1", "user", "quanto devo pagare?")
 
-    await store.mark_message(message_id, "processed", intent="check_balance", confidence=0.87)
+    await store.conversations.mark_message(
+        message_id, "processed", intent="check_balance", confidence=0.87
+    )
 
-    (message,) = await store.messages("mark-1")
+    (message,) = await store.conversations.messages("mark-1")
     assert message.status == "processed"
     assert message.intent == "check_balance"
     assert message.confidence == pytest.approx(0.87)
@@ -120,7 +131,7 @@ async def test_mark_message_records_status_intent_and_confidence(store: SqlStore
 async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
     store: SqlStore,
 ) -> None:
-    await store.ensure_conversation("ho-1", "chat", "it")
+    await store.conversations.ensure_conversation("ho-1", "chat", "it")
     envelope = {
         "customer": {"id": CUSTOMER, "verified": True, "vip": False, "balance_cents": 8450},
         "transcript": [
@@ -132,94 +143,96 @@ async def test_add_handoff_round_trips_envelope_and_sets_conversation_state(
     }
     handoff = make_handoff("ho-1", envelope=envelope)
 
-    await store.add_handoff(handoff, "queued")
+    await store.handoffs.add_handoff(handoff, "queued")
 
-    stored = await store.get_handoff(handoff.id)
+    stored = await store.handoffs.get_handoff(handoff.id)
     assert stored is not None
     assert stored.envelope == envelope
-    assert (await store.get_conversation("ho-1")).state == "queued"
+    assert (await store.conversations.get_conversation("ho-1")).state == "queued"
 
 
 async def test_handoff_of_turn_finds_only_the_handoff_that_turn_made(store: SqlStore) -> None:
-    await store.ensure_conversation("ho-turn", "chat")
-    earlier = make_handoff("ho-turn")
-    earlier.turn_message = "7"
-    await store.add_handoff(earlier, "queued")
-    assert await store.handoff_of_turn("ho-turn", "8") is None
+    await store.conversations.ensure_conversation("ho-turn", "chat")
+    earlier = make_handoff("ho-turn", turn_message="7")
+    await store.handoffs.add_handoff(earlier, "queued")
+    assert await store.handoffs.handoff_of_turn("ho-turn", "8") is None
 
-    made = make_handoff("ho-turn")
-    made.turn_message = "8"
-    await store.add_handoff(made, "queued")
-    found = await store.handoff_of_turn("ho-turn", "8")
+    made = make_handoff("ho-turn", turn_message="8")
+    await store.handoffs.add_handoff(made, "queued")
+    found = await store.handoffs.handoff_of_turn("ho-turn", "8")
     assert found is not None and found.id == made.id
-    assert await store.handoff_of_turn("other-conversation", "8") is None
+    assert await store.handoffs.handoff_of_turn("other-conversation", "8") is None
 
 
 async def test_unanswered_messages_are_the_received_customer_messages_in_order(
     store: SqlStore,
 ) -> None:
     for conversation in ("un-a", "un-b", "un-c"):
-        await store.ensure_conversation(conversation, "chat")
-    first = await store.add_message("un-b", "user", "uno")
-    await store.add_message("un-a", "user", "due", "processed")
-    second = await store.add_message("un-a", "user", "tre")
-    third = await store.add_message("un-b", "user", "quattro")
-    await store.add_message("un-b", "bot", "risposta", "sent")
-    await store.add_message("un-c", "user", "cinque", "failed")
+        await store.conversations.ensure_conversation(conversation, "chat")
+    first = await store.conversations.add_message("un-b", "user", "uno")
+    await store.conversations.add_message("un-a", "user", "due", "processed")
+    second = await store.conversations.add_message("un-a", "user", "tre")
+    third = await store.conversations.add_message("un-b", "user", "quattro")
+    await store.conversations.add_message("un-b", "bot", "risposta", "sent")
+    await store.conversations.add_message("un-c", "user", "cinque", "failed")
 
-    assert [m.id for m in await store.unanswered_messages("un-b")] == [first, third]
-    assert [m.id for m in await store.unanswered_messages("un-b", before_id=third)] == [first]
-    assert [m.id for m in await store.unanswered_messages("un-a")] == [second]
-    assert await store.conversations_with_unanswered() == ["un-b", "un-a"]
-    await store.record_turn(first, "greet", 0.9, [])
-    await store.record_turn(third, "greet", 0.9, [])
-    assert await store.conversations_with_unanswered() == ["un-a"]
+    assert [m.id for m in await store.conversations.unanswered_messages("un-b")] == [first, third]
+    assert [
+        m.id for m in await store.conversations.unanswered_messages("un-b", before_id=third)
+    ] == [first]
+    assert [m.id for m in await store.conversations.unanswered_messages("un-a")] == [second]
+    assert await store.conversations.conversations_with_unanswered() == ["un-b", "un-a"]
+    await store.conversations.record_turn(first, "greet", 0.9, [])
+    await store.conversations.record_turn(third, "greet", 0.9, [])
+    assert await store.conversations.conversations_with_unanswered() == ["un-a"]
 
 
 async def test_add_handoff_leaves_conversation_state_when_insert_fails(store: SqlStore) -> None:
-    await store.ensure_conversation("ho-dup", "chat")
+    await store.conversations.ensure_conversation("ho-dup", "chat")
     first = make_handoff("ho-dup")
-    await store.add_handoff(first, "queued")
-    await store.update_conversation("ho-dup", state="bot")
+    await store.handoffs.add_handoff(first, "queued")
+    await store.conversations.update_conversation("ho-dup", state="bot")
 
     with pytest.raises(IntegrityError):
-        await store.add_handoff(make_handoff("ho-dup", handoff_id=first.id), "with_agent")
+        await store.handoffs.add_handoff(make_handoff("ho-dup", handoff_id=first.id), "with_agent")
 
-    assert (await store.get_conversation("ho-dup")).state == "bot"
+    assert (await store.conversations.get_conversation("ho-dup")).state == "bot"
 
 
 async def test_recent_contact_on_topic_true_for_same_topic_in_other_conversation(
     store: SqlStore,
 ) -> None:
-    await store.ensure_conversation("rc-old", "chat")
-    await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
+    await store.conversations.ensure_conversation("rc-old", "chat")
+    await store.handoffs.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
 
-    assert await store.recent_contact_on_topic(CUSTOMER, "billing", timedelta(hours=24), "rc-new")
+    assert await store.handoffs.recent_contact_on_topic(
+        CUSTOMER, "billing", timedelta(hours=24), "rc-new"
+    )
 
 
 async def test_recent_contact_on_topic_false_for_other_topic(store: SqlStore) -> None:
-    await store.ensure_conversation("rc-old", "chat")
-    await store.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
+    await store.conversations.ensure_conversation("rc-old", "chat")
+    await store.handoffs.add_handoff(make_handoff("rc-old", topic="billing"), "queued")
 
-    assert not await store.recent_contact_on_topic(
+    assert not await store.handoffs.recent_contact_on_topic(
         CUSTOMER, "technical", timedelta(hours=24), "rc-new"
     )
 
 
 async def test_recent_contact_on_topic_false_for_other_customer(store: SqlStore) -> None:
-    await store.ensure_conversation("rc-old", "chat")
-    await store.add_handoff(make_handoff("rc-old", customer_id="CL100002"), "queued")
+    await store.conversations.ensure_conversation("rc-old", "chat")
+    await store.handoffs.add_handoff(make_handoff("rc-old", customer_id="CL100002"), "queued")
 
-    assert not await store.recent_contact_on_topic(
+    assert not await store.handoffs.recent_contact_on_topic(
         CUSTOMER, "billing", timedelta(hours=24), "rc-new"
     )
 
 
 async def test_recent_contact_on_topic_false_for_same_conversation(store: SqlStore) -> None:
-    await store.ensure_conversation("rc-same", "chat")
-    await store.add_handoff(make_handoff("rc-same", topic="billing"), "queued")
+    await store.conversations.ensure_conversation("rc-same", "chat")
+    await store.handoffs.add_handoff(make_handoff("rc-same", topic="billing"), "queued")
 
-    assert not await store.recent_contact_on_topic(
+    assert not await store.handoffs.recent_contact_on_topic(
         CUSTOMER, "billing", timedelta(hours=24), "rc-same"
     )
 
@@ -227,31 +240,32 @@ async def test_recent_contact_on_topic_false_for_same_conversation(store: SqlSto
 async def test_recent_contact_on_topic_false_when_handoff_older_than_window(
     store: SqlStore,
 ) -> None:
-    await store.ensure_conversation("rc-old", "chat")
+    await store.conversations.ensure_conversation("rc-old", "chat")
     old = make_handoff("rc-old", created_at=utcnow() - timedelta(hours=25))
-    async with store.session() as s:
-        s.add(old)
+    await store.handoffs.add_handoff(old, "queued")
 
-    assert not await store.recent_contact_on_topic(
+    assert not await store.handoffs.recent_contact_on_topic(
         CUSTOMER, "billing", timedelta(hours=24), "rc-new"
     )
-    assert await store.recent_contact_on_topic(CUSTOMER, "billing", timedelta(hours=26), "rc-new")
+    assert await store.handoffs.recent_contact_on_topic(
+        CUSTOMER, "billing", timedelta(hours=26), "rc-new"
+    )
 
 
 # datetimes
 
 
 async def test_datetimes_come_back_aware_utc(store: SqlStore) -> None:
-    conversation = await store.ensure_conversation("dt-1", "chat")
-    await store.add_message("dt-1", "user", "ciao")
+    conversation = await store.conversations.ensure_conversation("dt-1", "chat")
+    await store.conversations.add_message("dt-1", "user", "ciao")
     rome_summer = timezone(timedelta(hours=2))
     given = datetime(2024, 7, 15, 19, 30, 5, 123456, tzinfo=rome_summer)
     handoff = make_handoff("dt-1", created_at=given)
-    await store.add_handoff(handoff, "queued")
+    await store.handoffs.add_handoff(handoff, "queued")
 
-    stored_conversation = await store.get_conversation(conversation.id)
-    (message,) = await store.messages("dt-1")
-    stored_handoff = await store.get_handoff(handoff.id)
+    stored_conversation = await store.conversations.get_conversation(conversation.id)
+    (message,) = await store.conversations.messages("dt-1")
+    stored_handoff = await store.handoffs.get_handoff(handoff.id)
 
     assert stored_handoff is not None
     for value in (
@@ -266,15 +280,15 @@ async def test_datetimes_come_back_aware_utc(store: SqlStore) -> None:
 
 
 async def test_naive_datetime_is_rejected_and_nothing_is_stored(store: SqlStore) -> None:
-    await store.ensure_conversation("dt-naive", "chat")
+    await store.conversations.ensure_conversation("dt-naive", "chat")
     handoff = make_handoff("dt-naive", created_at=datetime(2024, 7, 15, 12, 0))
 
     with pytest.raises((ValueError, StatementError)) as caught:
-        await store.add_handoff(handoff, "queued")
+        await store.handoffs.add_handoff(handoff, "queued")
 
     assert "naive" in str(caught.value)
-    assert await store.get_handoff(handoff.id) is None
-    assert (await store.get_conversation("dt-naive")).state == "bot"
+    assert await store.handoffs.get_handoff(handoff.id) is None
+    assert (await store.conversations.get_conversation("dt-naive")).state == "bot"
 
 
 # seeding and the engine
@@ -292,7 +306,7 @@ async def test_sqlite_file_is_in_wal_mode(store: SqlStore) -> None:
 
 async def test_get_conversation_raises_not_found_for_unknown_id(store: SqlStore) -> None:
     with pytest.raises(NotFound):
-        await store.get_conversation("no-such-conversation")
+        await store.conversations.get_conversation("no-such-conversation")
 
 
 async def test_open_adds_columns_missing_from_an_older_database(tmp_path: Path) -> None:
@@ -304,19 +318,19 @@ async def test_open_adds_columns_missing_from_an_older_database(tmp_path: Path) 
     await store.close()
     reopened = await SqlStore.open(url)
     try:
-        await reopened.ensure_conversation("old-1", "chat")
-        await reopened.update_conversation("old-1", rating=4)
-        assert (await reopened.get_conversation("old-1")).rating == 4
+        await reopened.conversations.ensure_conversation("old-1", "chat")
+        await reopened.conversations.update_conversation("old-1", rating=4)
+        assert (await reopened.conversations.get_conversation("old-1")).rating == 4
     finally:
         await reopened.close()
 
 
 async def test_a_client_id_is_stored_once_per_conversation(store: SqlStore) -> None:
-    await store.ensure_conversation("cid-1", "chat")
-    await store.ensure_conversation("cid-2", "chat")
-    first = await store.add_message_once("cid-1", "user", "ciao", client_id="m-1")
-    again = await store.add_message_once("cid-1", "user", "ciao", client_id="m-1")
-    elsewhere = await store.add_message_once("cid-2", "user", "ciao", client_id="m-1")
+    await store.conversations.ensure_conversation("cid-1", "chat")
+    await store.conversations.ensure_conversation("cid-2", "chat")
+    first = await store.conversations.add_message_once("cid-1", "user", "ciao", client_id="m-1")
+    again = await store.conversations.add_message_once("cid-1", "user", "ciao", client_id="m-1")
+    elsewhere = await store.conversations.add_message_once("cid-2", "user", "ciao", client_id="m-1")
     assert first[1] and not again[1] and elsewhere[1]
     assert first[0].id == again[0].id != elsewhere[0].id
-    assert [m.text for m in await store.messages("cid-1")] == ["ciao"]
+    assert [m.text for m in await store.conversations.messages("cid-1")] == ["ciao"]

@@ -14,13 +14,13 @@ from bot.actions.context import ActionContext
 from bot.actions.tracker import ActionResult
 from bot.actions.webhook import action_registry, run_action
 from bot.backoffice.fake import FakeBackOffice
-from bot.core.conversation import ConversationService
-from bot.core.routing import load_routing
+from bot.config.routing import load_routing
+from bot.conversation.service import ConversationService
 from bot.domain import FlowContext, OperationSpec, Tracker
 from bot.nlu.fake import FakeNluClient
-from bot.store.action_journal import ActionJournal, ActionKey
-from bot.store.sql import SqlStore
-from bot.store.tables import Handoff
+from bot.store.protocols import ActionKey
+from bot.store.sql.action_journal import ActionJournal
+from bot.store.sql.store import SqlStore
 from tests.conftest import ENERGY_PACK
 from tests.test_store import make_handoff
 
@@ -39,13 +39,15 @@ async def crashed_after_storing(
     store: SqlStore, conversation_id: str, text: str, **extra: Any
 ) -> int:
     """What a process killed after acknowledging a message leaves: the message, received."""
-    await store.ensure_conversation(conversation_id, "chat", "it")
-    row, _ = await store.add_message_once(conversation_id, "user", text, **extra)
+    await store.conversations.ensure_conversation(conversation_id, "chat", "it")
+    row, _ = await store.conversations.add_message_once(conversation_id, "user", text, **extra)
     return row.id
 
 
 async def transcript(store: SqlStore, conversation_id: str) -> list[tuple[str, str, str]]:
-    return [(m.sender, m.text, m.status) for m in await store.messages(conversation_id)]
+    return [
+        (m.sender, m.text, m.status) for m in await store.conversations.messages(conversation_id)
+    ]
 
 
 async def test_an_unanswered_message_is_answered_before_the_next_one(store: SqlStore) -> None:
@@ -81,9 +83,11 @@ async def test_recover_answers_each_unanswered_message_once_in_order(store: SqlS
     assert [t.message_id for t in turns] == ids
     assert again == []
     assert [text for _, text in nlu.turns] == ["uno", "due", "tre"]
-    statuses = [(m.text, m.status) for m in await store.messages(cid) if m.sender == "user"]
+    statuses = [
+        (m.text, m.status) for m in await store.conversations.messages(cid) if m.sender == "user"
+    ]
     assert statuses == [("uno", "processed"), ("due", "processed"), ("tre", "processed")]
-    assert await store.conversations_with_unanswered() == []
+    assert await store.conversations.conversations_with_unanswered() == []
 
 
 async def test_a_resent_message_whose_turn_never_completed_is_answered(store: SqlStore) -> None:
@@ -127,8 +131,8 @@ async def test_a_message_that_arrived_while_queued_is_relayed_not_run(store: Sql
     nlu = FakeNluClient()
     service = service_with(store, nlu)
     cid = new_conversation_id()
-    await store.ensure_conversation(cid, "chat", "it")
-    await store.add_handoff(make_handoff(cid), "queued")
+    await store.conversations.ensure_conversation(cid, "chat", "it")
+    await store.handoffs.add_handoff(make_handoff(cid), "queued")
     await crashed_after_storing(store, cid, "sono ancora qui")
 
     (turn,) = await service.recover(cid)
@@ -147,9 +151,7 @@ async def test_the_turn_that_queued_the_conversation_is_run_again_not_relayed(
     service = service_with(store, nlu)
     cid = new_conversation_id()
     message = await crashed_after_storing(store, cid, "voglio un operatore")
-    made: Handoff = make_handoff(cid)
-    made.turn_message = str(message)
-    await store.add_handoff(made, "queued")
+    made = await store.handoffs.add_handoff(make_handoff(cid, turn_message=str(message)), "queued")
     nlu.slots[cid] = {"handoff_id": made.id}
 
     (turn,) = await service.recover(cid)
@@ -163,8 +165,8 @@ async def test_a_turn_that_had_run_actions_is_run_again_when_queued(store: SqlSt
     nlu = FakeNluClient()
     service = service_with(store, nlu)
     cid = new_conversation_id()
-    await store.ensure_conversation(cid, "chat", "it")
-    await store.add_handoff(make_handoff(cid), "queued")
+    await store.conversations.ensure_conversation(cid, "chat", "it")
+    await store.handoffs.add_handoff(make_handoff(cid), "queued")
     message = await crashed_after_storing(store, cid, "il mio codice è CL100001")
     await ActionJournal(store).record(
         ActionKey(cid, str(message), "validate_identify_form", 0), 200, {"events": []}

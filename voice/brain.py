@@ -2,9 +2,9 @@
 
 A call never sees Rasa, the store or the queue: it says what the caller did (spoke, keyed digits,
 asked for a person, went silent, hung up) and gets back what to say and what to do next (listen,
-collect digits, transfer, hang up). ``voice`` never imports ``bot``; ``bot.phone`` implements
-``Brain`` and the gateway hands it to the SIP bridge. ``FakeBrain`` (``voice.fake_brain``) is
-for testing the callers of this seam.
+collect digits, transfer, hang up). ``voice`` never imports ``bot``;
+``bot.channels.phone`` implements ``Brain`` and the gateway hands it to the SIP bridge.
+``FakeBrain`` (``voice.fake_brain``) is for testing the callers of this seam.
 """
 
 from __future__ import annotations

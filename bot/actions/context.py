@@ -8,15 +8,14 @@ from dataclasses import dataclass, field
 
 from bot.actions.tracker import ActionResult, Tracker
 from bot.backoffice.protocol import BackOffice, OperationSpec
-from bot.core.routing import RoutingTable
+from bot.config.routing import RoutingTable
 from bot.failpoints import NO_FAILPOINTS, Failpoints
-from bot.store.action_journal import ActionJournal
-from bot.store.sql import SqlStore
+from bot.store.protocols import ActionAnswers, Store
 
 
 @dataclass(frozen=True)
 class ActionContext:
-    store: SqlStore
+    store: Store
     routing: RoutingTable
     back_office: BackOffice
     operations: Mapping[str, OperationSpec] = field(default_factory=dict)
@@ -24,8 +23,8 @@ class ActionContext:
     failpoints: Failpoints = NO_FAILPOINTS
 
     @property
-    def journal(self) -> ActionJournal:
-        return ActionJournal(self.store)
+    def journal(self) -> ActionAnswers:
+        return self.store.journal
 
 
 Action = Callable[[ActionContext, Tracker], Awaitable[ActionResult]]

@@ -60,7 +60,7 @@ class TurnFlowContext:
     ) -> CustomerRecord | None:
         customer = await self._ctx.back_office.verify_identity(customer_id, factors)
         if customer is not None:
-            await self._ctx.store.update_conversation(
+            await self._ctx.store.conversations.update_conversation(
                 self.conversation_id, customer_id=customer.id, verified=True
             )
         return customer
@@ -76,7 +76,9 @@ class TurnFlowContext:
 
     async def record_outcome(self, flow: str, outcome: str, detail: dict[str, Any]) -> None:
         self.had_effects = True
-        await self._ctx.store.add_flow_result(self.conversation_id, flow, outcome, detail)
+        await self._ctx.store.conversations.add_flow_result(
+            self.conversation_id, flow, outcome, detail
+        )
 
     def failure_queue(self, flow: str) -> str:
         return self._ctx.routing.flow_failure_queue[flow]

@@ -16,10 +16,10 @@ from typing import Any
 from bot.actions.context import Action, ActionContext
 from bot.actions.tracker import ActionResult, Tracker
 from bot.backoffice.protocol import BackOfficeUnavailable
-from bot.core.handoff import HandoffRequest, IntentSeen, create_handoff
-from bot.core.handoff_state import HandoffMode
-from bot.core.routing import RouteKind
-from bot.store.sql import utcnow
+from bot.clock import utcnow
+from bot.config.routing import RouteKind
+from bot.handoff.envelope import HandoffRequest, IntentSeen, create_handoff
+from bot.handoff.state import HandoffMode
 
 # Slots that describe the dialogue machinery, not the customer's case (a pack adds its own
 # private ones, such as identity answers, in pack.yml).

@@ -37,7 +37,7 @@ async def action_session_start(ctx: ActionContext, tracker: Tracker) -> ActionRe
 
 async def _verified_identity(ctx: ActionContext, tracker: Tracker, result: ActionResult) -> None:
     try:
-        conversation = await ctx.store.get_conversation(tracker.sender_id)
+        conversation = await ctx.store.conversations.get_conversation(tracker.sender_id)
     except NotFound:
         return
     if not (conversation.verified and conversation.customer_id):

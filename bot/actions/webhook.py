@@ -24,7 +24,7 @@ from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.domain import FlowAction, RejectAction
 from bot.errors import ConfigError
 from bot.failpoints import Failpoint
-from bot.store.action_journal import ActionKey
+from bot.store.protocols import ActionKey
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.errors import TrainingFailed
 from bot.nlu.rasa_http import RasaHttpClient
 from bot.nlu.supervisor import RasaSupervisor

@@ -2,7 +2,7 @@
 
 With several Rasa processes (workers), a conversation always goes to the same one, chosen by a
 stable hash of its id: each worker keeps the trackers of its conversations in memory
-(``rasa_tracker_store.py``), and Rasa's per-conversation lock only holds within a process.
+(``triage_rasa.tracker_store``), and Rasa's per-conversation lock only holds within a process.
 Parsing outside a conversation goes to the workers in turn.
 """
 
@@ -95,7 +95,7 @@ class RasaHttpClient:
         }
         if message_key is not None:
             payload["message_id"] = message_key
-        # The project's own channel (bot/nlu/rasa_channel.py): the replies and the tracker's
+        # The project's own channel (triage_rasa.channel): the replies and the tracker's
         # state after the turn in one answer.
         answer = await self._request(self.worker_for(conversation_id), "POST", TURN_PATH, payload)
         if not isinstance(answer, dict) or not isinstance(answer.get("messages"), list):

@@ -1,6 +1,6 @@
 """``RasaSupervisor``: runs the Rasa server on loopback, restarts it when it dies, reports health.
 
-Rasa keeps its dialogue trackers in SQLite in the data directory (``rasa_tracker_store.py``),
+Rasa keeps its dialogue trackers in SQLite in the data directory (``triage_rasa.tracker_store``),
 so a restart of the Rasa process does not lose the state of the conversations in progress.
 """
 
@@ -19,14 +19,15 @@ from pathlib import Path
 import aiohttp
 
 from bot.errors import NluUnavailable
-from bot.nlu.training import RASA_LAUNCHER, rasa_env
+from bot.nlu.training import RASA_LAUNCHER_MODULE, rasa_env
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-# Modules next to rasa_launcher.py, on the Rasa process's import path.
-TRACKER_STORE = "rasa_tracker_store.TriageTrackerStore"
-TRIAGE_CHANNEL = "rasa_channel.TriageChannel"
+# Classes of the triage-rasa package (rasa_side/), installed in the Rasa environment; the gateway
+# names them and never imports them.
+TRACKER_STORE = "triage_rasa.tracker_store.TriageTrackerStore"
+TRIAGE_CHANNEL = "triage_rasa.channel.TriageChannel"
 
 
 class RasaState(StrEnum):
@@ -60,7 +61,7 @@ def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
         f"action_endpoint:\n  url: {action_url!r}\n"
         # Our actions never read the domain: do not serialise it into every action call.
         "  enable_selective_domain: true\n"
-        # bot/nlu/rasa_tracker_store.py: durable in SQLite, live trackers kept in memory
+        # triage_rasa.tracker_store: durable in SQLite, live trackers kept in memory
         f"tracker_store:\n  type: {TRACKER_STORE!r}\n"
         f"  db: {str(tracker_db)!r}\n",
         encoding="utf-8",
@@ -68,7 +69,7 @@ def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
 
 
 def write_credentials(path: Path) -> None:
-    """The input channels: the project's own (bot/nlu/rasa_channel.py) for the gateway's turns,
+    """The input channels: the project's own (triage_rasa.channel) for the gateway's turns,
     and Rasa's REST channel for trying a model by hand."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -148,7 +149,8 @@ class RasaSupervisor:
         with log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.rasa_python),
-                str(RASA_LAUNCHER),
+                "-m",
+                RASA_LAUNCHER_MODULE,
                 *args,
                 cwd=self.data_dir / "rasa",
                 env=rasa_env(),

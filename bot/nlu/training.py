@@ -19,7 +19,9 @@ from bot.errors import TrainingFailed
 log = logging.getLogger(__name__)
 
 RASA_VERSION = "3.6.21"
-RASA_LAUNCHER = Path(__file__).with_name("rasa_launcher.py")
+# The Rasa CLI with the project's fixes applied first, from the triage-rasa package the Rasa
+# environment installs (rasa_side/): `python -m triage_rasa.launcher ARGS` runs `rasa ARGS`.
+RASA_LAUNCHER_MODULE = "triage_rasa.launcher"
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ async def run_rasa(
     with log_file.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             str(rasa_python),
-            str(RASA_LAUNCHER),
+            "-m",
+            RASA_LAUNCHER_MODULE,
             *args,
             cwd=cwd,
             env=rasa_env(),

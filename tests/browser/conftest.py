@@ -23,8 +23,8 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from bot.channels.web.app import make_app
 from bot.runtime import Runtime
-from bot.web.app import make_app
 from tests.web.conftest import with_own_desk
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,10 +8,10 @@ import pytest
 from aiohttp import web
 from playwright.async_api import BrowserContext, Page, Response, expect
 
+from bot.channels.web.console import CONSOLE_MODULES
+from bot.channels.web.keys import DESK
 from bot.runtime import Runtime
-from bot.store.handoff_queue import HandoffQueueStore
-from bot.web.console import CONSOLE_MODULES
-from bot.web.keys import DESK
+from bot.store.sql.handoffs import SqlHandoffs
 from tests.browser.conftest import PageErrors
 from tests.browser.test_widget import send
 
@@ -50,7 +50,7 @@ async def customer_waiting(customer: Page, gateway: str, text: str) -> str:
 
 
 async def handoff_of(rasa_runtime: Runtime, conversation_id: str) -> str:
-    found = await HandoffQueueStore(rasa_runtime.store).active_for_conversation(conversation_id)
+    found = await SqlHandoffs(rasa_runtime.store).active_for_conversation(conversation_id)
     assert found is not None
     return found.id
 
@@ -123,7 +123,7 @@ async def test_agent_accepts_chats_both_ways_and_hands_back_to_the_bot(
     await expect(customer.locator('.triage-msg[data-sender="bot"]').last).to_contain_text(
         "codice cliente"
     )
-    conversation = await rasa_runtime.store.get_conversation(conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(conversation_id)
     assert conversation.state == "bot"
     assert customer_errors.items == [] and agent_errors.items == []
 

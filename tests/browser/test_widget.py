@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import BrowserContext, Page, expect
 
+from bot.channels.web.app import make_app
 from bot.runtime import Runtime
-from bot.web.app import make_app
 from tests.browser.conftest import PageErrors
 from tests.web.conftest import with_own_desk
 
@@ -48,7 +48,7 @@ async def test_a_customer_queues_reloads_and_sees_the_history_once(
     await expect(queue).to_contain_text("coda")
     before = await seqs(page)
     conversation_id = await page.evaluate("window.TriageChat.state.conversationId")
-    stored = [m.id for m in await rasa_runtime.store.messages(conversation_id)]
+    stored = [m.id for m in await rasa_runtime.store.conversations.messages(conversation_id)]
     assert before == stored
 
     await page.reload()

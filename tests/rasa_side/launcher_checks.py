@@ -1,5 +1,5 @@
-"""Checks of ``rasa_launcher``'s validation of action-server answers against Rasa's own, run
-under the Rasa environment's Python by ``tests/test_rasa_tracker_store.py``.
+"""Checks of ``triage_rasa.launcher``'s validation of action-server answers against Rasa's own,
+run under the Rasa environment's Python by ``tests/test_rasa_side.py``.
 
 For valid answers and for thousands of mutated ones, the launcher's validators must accept and
 reject exactly what ``jsonschema.validate`` with Rasa's schema does. Prints a summary line and
@@ -13,14 +13,12 @@ import functools
 import json
 import random
 import sys
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bot" / "nlu"))
 
 from jsonschema import ValidationError, validators
 from rasa.core.actions.action import RemoteAction
-from rasa_launcher import event_validators, validate_action_result
+
+from triage_rasa.launcher import event_validators, validate_action_result
 
 VALID_EVENTS: list[dict[str, Any]] = [
     {"event": "slot", "name": "customer_code", "value": "CL100001", "timestamp": None},

@@ -1,5 +1,6 @@
 """Checks of ``TriageTrackerStore`` against Rasa's own classes, run under the Rasa environment's
-Python by ``tests/test_rasa_tracker_store.py`` (the gateway's environment has no Rasa).
+Python by ``tests/test_rasa_side.py`` (the gateway's environment has no Rasa), against the
+``triage_rasa`` package that environment has installed.
 
 Usage: ``python tracker_store_checks.py WORKDIR``; prints ``ok NAME`` per check, exits 1 on the
 first failing one.
@@ -15,20 +16,18 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bot" / "nlu"))
-
-from rasa.core.tracker_store import SQLTrackerStore  # noqa: E402
-from rasa.shared.core.domain import Domain  # noqa: E402
-from rasa.shared.core.events import (  # noqa: E402
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
     ActionExecuted,
     BotUttered,
     SessionStarted,
     SlotSet,
     UserUttered,
 )
-from rasa.shared.core.trackers import DialogueStateTracker  # noqa: E402
-from rasa_tracker_store import TriageTrackerStore  # noqa: E402
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from triage_rasa.tracker_store import TriageTrackerStore
 
 DOMAIN = Domain.from_yaml(
     """

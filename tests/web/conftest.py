@@ -12,11 +12,11 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.config import Settings
+from bot.channels.web.app import make_app
+from bot.channels.web.keys import DESK
+from bot.config.settings import Settings
 from bot.runtime import Runtime, make_desk
-from bot.store.tables import Agent
-from bot.web.app import make_app
-from bot.web.keys import DESK
+from bot.store.sql.tables import Agent
 
 
 def with_own_desk(runtime: Runtime, settings: Settings | None = None) -> Runtime:

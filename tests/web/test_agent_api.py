@@ -14,11 +14,11 @@ from aiohttp import ClientWebSocketResponse, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from bot.channels.web.app import make_app
+from bot.channels.web.keys import DESK
+from bot.handoff.webhooks import WebhookSender
 from bot.nlu.evaluation import free_port
 from bot.runtime import Runtime
-from bot.web.app import make_app
-from bot.web.keys import DESK
-from bot.web.webhooks import WebhookSender
 from tests.web.chatclient import ChatClient
 from tests.web.conftest import bearer, new_agent, serve, with_own_desk
 
@@ -155,7 +155,7 @@ async def test_the_whole_path_accept_chat_transfer_close(
     )["events"]
     assert [e["state"] for e in events] == ["queued", "accepted", "queued", "accepted", "closed"]
     assert [e["agent_id"] for e in events][1:] == [first.id, first.id, second.id, second.id]
-    conversation = await rasa_runtime.store.get_conversation(chat.conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
     assert conversation.state == "closed"
 
 
@@ -175,7 +175,7 @@ async def test_hand_back_to_the_bot_resumes_the_dialogue(
     _, replies = await chat.say("what is my balance?")
     bot = [f for f in replies if f["type"] == "message" and f["sender"] == "bot"]
     assert bot and "customer code" in " ".join(f["text"] for f in bot).lower()
-    conversation = await rasa_runtime.store.get_conversation(chat.conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
     assert conversation.state == "bot"
 
 
@@ -454,11 +454,11 @@ async def test_a_waiting_customer_gone_too_long_has_abandoned(rasa_runtime: Runt
         await chat.close()
         async with asyncio.timeout(15):
             while True:
-                gone = await app[DESK].store.get_handoff(handoff_id)
+                gone = await app[DESK].store.handoffs.get_handoff(handoff_id)
                 if gone is not None and gone.state == "abandoned":
                     break
                 await asyncio.sleep(0.2)
-        still = await app[DESK].store.get_handoff(stays_id)
+        still = await app[DESK].store.handoffs.get_handoff(stays_id)
         assert still is not None and still.state == "queued"  # connected: still waiting
         events = [e.state for e in await app[DESK].queue.events(handoff_id)]
         assert events == ["queued", "abandoned"]

@@ -12,12 +12,12 @@ import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient
 
-from bot.core.hub import Subscription
+from bot.channels.web.app import make_app
+from bot.channels.web.chat import ChatConfig, ChatConnection
+from bot.channels.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK
+from bot.channels.web.ratelimit import RateLimiter
+from bot.live.hub import Subscription
 from bot.runtime import Runtime
-from bot.web.app import make_app
-from bot.web.chat import ChatConfig, ChatConnection
-from bot.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK
-from bot.web.ratelimit import RateLimiter
 from tests.web.chatclient import ChatClient
 from tests.web.conftest import serve, with_own_desk
 
@@ -66,7 +66,7 @@ async def test_resume_replays_history_once_and_shows_the_queue_again(
     assert again.conversation_id == chat.conversation_id
     history = await again.next(lambda f: f["type"] == "history")
     seqs = [m["seq"] for m in history["messages"]]
-    stored = await rasa_runtime.store.messages(chat.conversation_id)
+    stored = await rasa_runtime.store.conversations.messages(chat.conversation_id)
     assert seqs == [m.id for m in stored] and len(seqs) == len(set(seqs))
     assert history["messages"][0]["text"] == "buongiorno"
     queue = await again.next(lambda f: f["type"] == "queue")
@@ -101,13 +101,15 @@ async def test_a_resent_message_is_acked_again_and_processed_once(
     second = await chat.next(lambda f: f["type"] == "ack")
     assert first["seq"] == second["seq"]
     users = [
-        m for m in await rasa_runtime.store.messages(chat.conversation_id) if m.sender == "user"
+        m
+        for m in await rasa_runtime.store.conversations.messages(chat.conversation_id)
+        if m.sender == "user"
     ]
     assert [m.client_id for m in users] == ["same-id-1"]
 
 
 async def _count(rasa_runtime: Runtime, conversation_id: str) -> int:
-    return len(await rasa_runtime.store.messages(conversation_id))
+    return len(await rasa_runtime.store.conversations.messages(conversation_id))
 
 
 @pytest.mark.parametrize(
@@ -134,7 +136,7 @@ async def test_junk_frames_get_an_error_and_change_nothing(
     await chat.ws.send_json({"type": "ping"})
     assert (await chat.next(lambda f: f["type"] in ("pong", "error")))["type"] == "pong"
     assert await _count(rasa_runtime, chat.conversation_id) == before
-    conversation = await rasa_runtime.store.get_conversation(chat.conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
     assert conversation.state == "bot"
 
 
@@ -203,7 +205,7 @@ async def test_too_many_messages_are_refused_and_not_stored(rasa_runtime: Runtim
         kinds = [(f["type"], f.get("code")) for f in results]
         assert kinds == [("ack", None)] * 3 + [("error", "rate_limited")] * 2
         assert all(f["retry_after_ms"] > 0 for f in results[3:])
-        stored = await rasa_runtime.store.messages(chat.conversation_id)
+        stored = await rasa_runtime.store.conversations.messages(chat.conversation_id)
         assert [m.client_id for m in stored if m.sender == "user"] == ["r0", "r1", "r2"]
 
 
@@ -222,7 +224,7 @@ async def test_a_signed_identity_verifies_the_customer(rasa_runtime: Runtime) ->
 async def _identity_checks(client: Client, rasa_runtime: Runtime, secret: str) -> None:
     chat = await ChatClient.open(client, identity=_identity(secret, "CL100001", 300))
     assert chat.welcome["verified"] is True
-    conversation = await rasa_runtime.store.get_conversation(chat.conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
     assert (conversation.customer_id, conversation.verified) == ("CL100001", True)
     _, replies = await chat.say("quanto devo pagare?")  # no identification asked: verified
     texts = " ".join(f["text"] for f in replies if f["type"] == "message")
@@ -243,9 +245,9 @@ async def _identity_checks(client: Client, rasa_runtime: Runtime, secret: str) -
         client, resume=chat.resume_frame(), identity=_identity(secret, "CL100003", 300)
     )
     assert other.conversation_id != chat.conversation_id
-    assert (await rasa_runtime.store.get_conversation(chat.conversation_id)).customer_id == (
-        "CL100001"
-    )
+    assert (
+        await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
+    ).customer_id == ("CL100001")
 
 
 async def test_leaving_the_queue_abandons_it_and_asks_for_a_rating(
@@ -260,7 +262,7 @@ async def test_leaving_the_queue_abandons_it_and_asks_for_a_rating(
     await chat.ws.send_json({"type": "rating", "score": 4})
     await chat.ws.send_json({"type": "ping"})
     await chat.next(lambda f: f["type"] == "pong")
-    conversation = await rasa_runtime.store.get_conversation(chat.conversation_id)
+    conversation = await rasa_runtime.store.conversations.get_conversation(chat.conversation_id)
     assert (conversation.state, conversation.rating) == ("closed", 4)
     handoffs = [
         h for h in await _handoffs_of(rasa_runtime, chat.conversation_id) if h.state == "abandoned"
@@ -271,7 +273,7 @@ async def test_leaving_the_queue_abandons_it_and_asks_for_a_rating(
 async def _handoffs_of(rasa_runtime: Runtime, conversation_id: str) -> list[Any]:
     from sqlalchemy import select
 
-    from bot.store.tables import Handoff
+    from bot.store.sql.tables import Handoff
 
     async with rasa_runtime.store.session() as s:
         return list(

@@ -1,0 +1,1 @@
+"""The aiohttp application: health, the chat socket and widget, the agent console, the REST API."""

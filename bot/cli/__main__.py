@@ -1,0 +1,5 @@
+"""``python -m bot.cli``: the ``triage`` command."""
+
+from bot.cli.main import main
+
+raise SystemExit(main())

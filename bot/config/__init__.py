@@ -1,0 +1,1 @@
+"""Configuration: settings from the environment, the routing table, the phone lines."""

@@ -1,1 +1,0 @@
-"""The aiohttp application: health, REST API and (later) chat and console."""
