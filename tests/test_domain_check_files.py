@@ -7,6 +7,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from bot.config.phone_lines import load_phone_lines
+from bot.errors import ConfigError
 from bot.packs.check import check_pack
 from bot.packs.loader import FileOverrides, Problem
 from bot.packs.scaffold import new_pack
@@ -163,3 +167,29 @@ def test_check_refuses_a_misspelt_variable_as_serve_does(tmp_path: Path) -> None
 
     assert done.returncode == 2
     assert "unknown setting(s) in the environment: TRIAGE_ROUTNG_FILE" in done.stderr
+
+
+# Bad entries all over a new pack's phone.yml: (text, replacement, keys).
+PHONE_FAULTS = [
+    ('country_code: "39"', 'country_code: "3939"', ["country_code"]),
+    ('"100": {language: it}', '"abc": {language: it}', ["numbers.abc"]),
+    ("  no_input_timeout_s: 7 ", "  no_input_timeout_s: 700 ", ["call.no_input_timeout_s"]),
+    ("  max_reprompts: 2 ", "  max_reprompts: -1 ", ["call.max_reprompts"]),
+    ("  recent_chat_window_h: 24 ", "  recent_chat_windows_h: 24 ", ["call.recent_chat_windows_h"]),
+]
+
+
+def test_check_lists_every_bad_entry_of_phone_yml(tmp_path: Path) -> None:
+    root = new_pack(NEW_PACK, tmp_path)
+    phone = root / "phone.yml"
+    expected: list[str] = []
+    for old, new, keys in PHONE_FAULTS:
+        _edit(phone, old, new)
+        expected += keys
+
+    assert _found(check_pack(str(root))) == {(str(phone), key) for key in expected}
+    with pytest.raises(ConfigError) as refused:  # serve refuses it naming every key too
+        load_phone_lines(phone)
+    assert sorted(line.split(": ")[1] for line in str(refused.value).splitlines()) == sorted(
+        expected
+    )

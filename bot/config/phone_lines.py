@@ -1,7 +1,7 @@
 """The phone lines: dialled number -> language and welcome, and the call loop's timings.
 
-Read once from ``config/phone.yml`` (``TRIAGE_PHONE_FILE``); a bad value stops start-up with a
-message naming the key and the file.
+Read once from the pack's ``phone.yml`` (``TRIAGE_PHONE_FILE``); bad values stop start-up with a
+message naming the file and the key of every one (``triage domain check`` lists them too).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.config.problems import ConfigProblem, refusal
 
 LANGUAGES = ("it", "en")
 _NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
@@ -61,89 +61,85 @@ def normalise_number(raw: str) -> str:
     return digits
 
 
-def _fail(path: Path, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{path}: {key}: {problem}")
-
-
-def _number(path: Path, key: str, value: Any, lo: float, hi: float) -> float:
+def _number(
+    key: str, value: Any, lo: float, hi: float, default: float, problems: list[ConfigProblem]
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise _fail(path, key, f"must be a number in {lo}..{hi}")
+        problems.append(ConfigProblem(key, f"must be a number in {lo}..{hi}"))
+        return default
     return float(value)
 
 
 def load_phone_lines(path: Path) -> PhoneLines:
+    """The phone lines in ``path``; a ``ConfigError`` names the key of every problem."""
+    lines, problems = check_phone_lines(path)
+    if lines is None:
+        raise refusal(path, problems)
+    return lines
+
+
+def check_phone_lines(path: Path) -> tuple[PhoneLines | None, list[ConfigProblem]]:
+    """The phone lines in ``path`` and every problem in them; None if there is any."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the phone lines: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("version") != 1:
-        raise _fail(path, "version", "must be 1")
+        return None, [ConfigProblem("", f"cannot read the phone lines: {exc}")]
+    if not isinstance(doc, dict):
+        return None, [ConfigProblem("", "must be a mapping")]
+    problems: list[ConfigProblem] = []
+    if doc.get("version") != 1:
+        problems.append(ConfigProblem("version", "must be 1"))
     default = doc.get("default_language", "it")
     if default not in LANGUAGES:
-        raise _fail(path, "default_language", f"must be one of {LANGUAGES}")
+        problems.append(ConfigProblem("default_language", f"must be one of {LANGUAGES}"))
     welcome = doc.get("welcome") or {}
     if not isinstance(welcome, dict) or set(welcome) != set(LANGUAGES):
-        raise _fail(path, "welcome", f"needs a text for each of {LANGUAGES}")
+        problems.append(ConfigProblem("welcome", f"needs a text for each of {LANGUAGES}"))
+        welcome = {}
     numbers: dict[str, str] = {}
-    for raw, spec in (doc.get("numbers") or {}).items():
+    declared = doc.get("numbers") or {}
+    if not isinstance(declared, dict):
+        problems.append(ConfigProblem("numbers", "must be a mapping"))
+        declared = {}
+    for raw, spec in declared.items():
         number = normalise_number(str(raw))
-        if not _NUMBER.fullmatch(number):
-            raise _fail(path, f"numbers.{raw}", "is not a phone number")
         language = spec.get("language") if isinstance(spec, dict) else None
-        if language not in LANGUAGES:
-            raise _fail(path, f"numbers.{raw}.language", f"must be one of {LANGUAGES}")
-        numbers[number] = language
+        if not _NUMBER.fullmatch(number):
+            problems.append(ConfigProblem(f"numbers.{raw}", "is not a phone number"))
+        elif language not in LANGUAGES:
+            problems.append(
+                ConfigProblem(f"numbers.{raw}.language", f"must be one of {LANGUAGES}")
+            )
+        else:
+            numbers[number] = language
     country_code = str(doc.get("country_code", "39"))
     if not country_code.isdigit() or not 1 <= len(country_code) <= 3:
-        raise _fail(path, "country_code", "must be 1 to 3 digits")
+        problems.append(ConfigProblem("country_code", "must be 1 to 3 digits"))
     call = doc.get("call") or {}
     if not isinstance(call, dict):
-        raise _fail(path, "call", "must be a mapping")
-    unknown = set(call) - set(CallTimings.__dataclass_fields__)
-    if unknown:
-        raise _fail(path, f"call.{sorted(unknown)[0]}", "is not a known setting")
+        problems.append(ConfigProblem("call", "must be a mapping"))
+        call = {}
+    for unknown in sorted(set(call) - set(CallTimings.__dataclass_fields__)):
+        problems.append(ConfigProblem(f"call.{unknown}", "is not a known setting"))
     base = CallTimings()
+
+    def timing(name: str, lo: float, hi: float) -> float:
+        default = float(getattr(base, name))
+        return _number(f"call.{name}", call.get(name, default), lo, hi, default, problems)
+
     timings = CallTimings(
-        no_input_timeout_s=_number(
-            path,
-            "call.no_input_timeout_s",
-            call.get("no_input_timeout_s", base.no_input_timeout_s),
-            1,
-            120,
-        ),
-        max_reprompts=int(
-            _number(
-                path, "call.max_reprompts", call.get("max_reprompts", base.max_reprompts), 0, 10
-            )
-        ),
-        barge_in_min_speech_ms=int(
-            _number(
-                path,
-                "call.barge_in_min_speech_ms",
-                call.get("barge_in_min_speech_ms", base.barge_in_min_speech_ms),
-                0,
-                5000,
-            )
-        ),
-        inter_digit_timeout_s=_number(
-            path,
-            "call.inter_digit_timeout_s",
-            call.get("inter_digit_timeout_s", base.inter_digit_timeout_s),
-            0.5,
-            60,
-        ),
-        recent_chat_window_h=_number(
-            path,
-            "call.recent_chat_window_h",
-            call.get("recent_chat_window_h", base.recent_chat_window_h),
-            0,
-            24 * 30,
-        ),
+        no_input_timeout_s=timing("no_input_timeout_s", 1, 120),
+        max_reprompts=int(timing("max_reprompts", 0, 10)),
+        barge_in_min_speech_ms=int(timing("barge_in_min_speech_ms", 0, 5000)),
+        inter_digit_timeout_s=timing("inter_digit_timeout_s", 0.5, 60),
+        recent_chat_window_h=timing("recent_chat_window_h", 0, 24 * 30),
     )
+    if problems:
+        return None, problems
     return PhoneLines(
         default_language=default,
         welcome={k: " ".join(str(v).split()) for k, v in welcome.items()},
         numbers=numbers,
         timings=timings,
         country_code=country_code,
-    )
+    ), []

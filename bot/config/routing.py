@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bot.errors import ConfigError
+from bot.config.problems import ConfigProblem, refusal
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -96,27 +96,18 @@ class RoutingTable:
         return self.queues[queue].is_open(at, self.timezone)
 
 
-@dataclass(frozen=True)
-class RoutingProblem:
-    """One invalid entry of a routing table: its dotted key (``queues.billing.hours.mon``; empty
-    when the file cannot be read at all) and what is wrong with it."""
-
-    key: str
-    message: str
-
-
-def check_routing(path: Path) -> tuple[RoutingTable | None, list[RoutingProblem]]:
+def check_routing(path: Path) -> tuple[RoutingTable | None, list[ConfigProblem]]:
     """The routing table in ``path`` and every problem in it; the table is None if there is
     any. ``load_routing`` and ``triage domain check`` both validate through this."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        return None, [RoutingProblem("", f"cannot read routing table: {exc}")]
+        return None, [ConfigProblem("", f"cannot read routing table: {exc}")]
     if not isinstance(doc, dict):
-        return None, [RoutingProblem("version", "must be 1")]
-    problems: list[RoutingProblem] = []
+        return None, [ConfigProblem("version", "must be 1")]
+    problems: list[ConfigProblem] = []
     if doc.get("version") != 1:
-        problems.append(RoutingProblem("version", "must be 1"))
+        problems.append(ConfigProblem("version", "must be 1"))
     tz = _timezone(doc.get("timezone", "Europe/Rome"), problems)
     declared = _section(doc, "queues", problems)
     queues = _queues(declared, problems)
@@ -128,13 +119,13 @@ def check_routing(path: Path) -> tuple[RoutingTable | None, list[RoutingProblem]
     fallback_queue = esc.get("fallback_queue", "general")
     if not _names_one_of(fallback_queue, names):
         problems.append(
-            RoutingProblem("escalation.fallback_queue", f"queue {fallback_queue!r} is not defined")
+            ConfigProblem("escalation.fallback_queue", f"queue {fallback_queue!r} is not defined")
         )
     prio = _section(doc, "priority", problems)
     window = prio.get("repeat_window_h", 24)
     if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
         problems.append(
-            RoutingProblem("priority.repeat_window_h", "must be a positive number of hours")
+            ConfigProblem("priority.repeat_window_h", "must be a positive number of hours")
         )
         window = 24
     table = RoutingTable(
@@ -169,21 +160,16 @@ def load_routing(path: Path) -> RoutingTable:
     problem, one line each."""
     table, problems = check_routing(path)
     if table is None:
-        raise ConfigError(
-            "\n".join(
-                f"{path}: {p.key}: {p.message}" if p.key else f"{path}: {p.message}"
-                for p in problems
-            )
-        )
+        raise refusal(path, problems)
     return table
 
 
-def _section(doc: dict[str, Any], key: str, problems: list[RoutingProblem]) -> dict[Any, Any]:
+def _section(doc: dict[str, Any], key: str, problems: list[ConfigProblem]) -> dict[Any, Any]:
     value = doc.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.append(RoutingProblem(key, "must be a mapping"))
+        problems.append(ConfigProblem(key, "must be a mapping"))
         return {}
     return value
 
@@ -193,27 +179,27 @@ def _names_one_of(value: Any, names: frozenset[str]) -> bool:
     return isinstance(value, str) and value in names
 
 
-def _timezone(value: Any, problems: list[RoutingProblem]) -> ZoneInfo:
+def _timezone(value: Any, problems: list[ConfigProblem]) -> ZoneInfo:
     try:
         return ZoneInfo(str(value))
     # ZoneInfo refuses a path-like name with ValueError, and a directory of zones with OSError
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        problems.append(RoutingProblem("timezone", f"unknown time zone: {exc}"))
+        problems.append(ConfigProblem("timezone", f"unknown time zone: {exc}"))
         return ZoneInfo("UTC")
 
 
-def _queues(spec: dict[Any, Any], problems: list[RoutingProblem]) -> dict[str, Queue]:
+def _queues(spec: dict[Any, Any], problems: list[ConfigProblem]) -> dict[str, Queue]:
     queues: dict[str, Queue] = {}
     for name, body in spec.items():
         key = f"queues.{name}"
         if not isinstance(body, dict):
-            problems.append(RoutingProblem(key, "needs sip_uri and hours"))
+            problems.append(ConfigProblem(key, "needs sip_uri and hours"))
             continue
         if "sip_uri" not in body:
-            problems.append(RoutingProblem(f"{key}.sip_uri", "missing: where calls transfer to"))
+            problems.append(ConfigProblem(f"{key}.sip_uri", "missing: where calls transfer to"))
         labels = body.get("label") or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            problems.append(RoutingProblem(f"{key}.label", "must map languages to text"))
+            problems.append(ConfigProblem(f"{key}.label", "must map languages to text"))
             labels = {}
         queues[str(name)] = Queue(
             str(name),
@@ -225,11 +211,11 @@ def _queues(spec: dict[Any, Any], problems: list[RoutingProblem]) -> dict[str, Q
 
 
 def _parse_windows(
-    key: str, hours: Any, problems: list[RoutingProblem]
+    key: str, hours: Any, problems: list[ConfigProblem]
 ) -> tuple[OpeningWindow, ...]:
     """Every entry of a queue's ``hours``; each invalid one is a problem under its own key."""
     if not isinstance(hours, dict) or not hours:
-        problems.append(RoutingProblem(key, "must map days to 'HH:MM-HH:MM'"))
+        problems.append(ConfigProblem(key, "must map days to 'HH:MM-HH:MM'"))
         return ()
     windows: list[OpeningWindow] = []
     for days, span in hours.items():
@@ -237,35 +223,35 @@ def _parse_windows(
         weekdays = _parse_days(entry, str(days), problems)
         match = _HOURS_RE.match(str(span))
         if not match:
-            problems.append(RoutingProblem(entry, f"{span!r} is not 'HH:MM-HH:MM'"))
+            problems.append(ConfigProblem(entry, f"{span!r} is not 'HH:MM-HH:MM'"))
             continue
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         end = h2 * 60 + m2
         if h1 > 23 or m1 > 59 or m2 > 59 or end > 1440 or end <= h1 * 60 + m1:
-            problems.append(RoutingProblem(entry, f"{span!r} is not a valid opening time"))
+            problems.append(ConfigProblem(entry, f"{span!r} is not a valid opening time"))
             continue
         windows += [OpeningWindow(day, time(h1, m1), end) for day in weekdays]
     return tuple(windows)
 
 
-def _parse_days(key: str, spec: str, problems: list[RoutingProblem]) -> list[int]:
+def _parse_days(key: str, spec: str, problems: list[ConfigProblem]) -> list[int]:
     if "-" in spec:
         first, last = spec.split("-", 1)
         if first not in DAYS or last not in DAYS:
-            problems.append(RoutingProblem(key, f"unknown day range {spec!r}"))
+            problems.append(ConfigProblem(key, f"unknown day range {spec!r}"))
             return []
         if DAYS.index(first) > DAYS.index(last):
-            problems.append(RoutingProblem(key, f"day range {spec!r} runs backwards"))
+            problems.append(ConfigProblem(key, f"day range {spec!r} runs backwards"))
             return []
         return list(range(DAYS.index(first), DAYS.index(last) + 1))
     if spec not in DAYS:
-        problems.append(RoutingProblem(key, f"unknown day {spec!r}"))
+        problems.append(ConfigProblem(key, f"unknown day {spec!r}"))
         return []
     return [DAYS.index(spec)]
 
 
 def _intents(
-    spec: dict[Any, Any], queues: frozenset[str], problems: list[RoutingProblem]
+    spec: dict[Any, Any], queues: frozenset[str], problems: list[ConfigProblem]
 ) -> dict[str, Route]:
     intents: dict[str, Route] = {}
     for intent, route in spec.items():
@@ -276,13 +262,13 @@ def _intents(
             kind, target = next(iter(route.items()))
             if kind == "queue" and not _names_one_of(target, queues):
                 problems.append(
-                    RoutingProblem(key, f"queue {target!r} is not defined under queues")
+                    ConfigProblem(key, f"queue {target!r} is not defined under queues")
                 )
                 continue
             intents[str(intent)] = Route(RouteKind(kind), str(target))
         else:
             problems.append(
-                RoutingProblem(key, "must be reply, fallback, {flow: NAME} or {queue: NAME}")
+                ConfigProblem(key, "must be reply, fallback, {flow: NAME} or {queue: NAME}")
             )
     return intents
 
@@ -291,26 +277,26 @@ def _failure_queues(
     spec: dict[Any, Any],
     intents: dict[str, Route],
     queues: frozenset[str],
-    problems: list[RoutingProblem],
+    problems: list[ConfigProblem],
 ) -> dict[str, str]:
     failure: dict[str, str] = {}
     for flow, body in spec.items():
         target = body.get("on_failure") if isinstance(body, dict) else None
         if not _names_one_of(target, queues):
             problems.append(
-                RoutingProblem(f"flows.{flow}.on_failure", f"queue {target!r} is not defined")
+                ConfigProblem(f"flows.{flow}.on_failure", f"queue {target!r} is not defined")
             )
             continue
         failure[str(flow)] = str(target)
     flows = {route.name for route in intents.values() if route.kind is RouteKind.FLOW}
     missing = sorted(flows - {str(flow) for flow in spec})
     if missing:
-        problems.append(RoutingProblem("flows", f"no on_failure queue for {', '.join(missing)}"))
+        problems.append(ConfigProblem("flows", f"no on_failure queue for {', '.join(missing)}"))
     return failure
 
 
-def _positive_int(key: str, value: Any, problems: list[RoutingProblem], minimum: int = 0) -> int:
+def _positive_int(key: str, value: Any, problems: list[ConfigProblem], minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        problems.append(RoutingProblem(key, f"must be an integer >= {minimum}, not {value!r}"))
+        problems.append(ConfigProblem(key, f"must be an integer >= {minimum}, not {value!r}"))
         return minimum
     return value

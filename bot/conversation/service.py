@@ -228,7 +228,7 @@ class ConversationService:
     async def add_agent_message(self, conversation_id: str, text: str) -> MessageRecord:
         """Store what a person handling the conversation wrote to the customer (masked)."""
         row, _ = await self.store.conversations.add_message_once(
-            conversation_id, "agent", redact(text), "sent"
+            conversation_id, "agent", redact(text), MessageStatus.SENT
         )
         return row
 
@@ -237,7 +237,7 @@ class ConversationService:
     ) -> MessageRecord:
         """Store a line the service said outside a turn (a greeting, a notice), masked."""
         row, _ = await self.store.conversations.add_message_once(
-            conversation_id, sender, redact(text), "sent"
+            conversation_id, sender, redact(text), MessageStatus.SENT
         )
         return row
 
@@ -372,7 +372,7 @@ class ConversationService:
     ) -> TurnResult:
         text = SYSTEM_TEXTS[error][language].format(limit=self.max_message_chars)
         reply, _ = await self.store.conversations.add_message_once(
-            conversation_id, "system", text, "sent"
+            conversation_id, "system", text, MessageStatus.SENT
         )
         return TurnResult(
             conversation_id=conversation_id,

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from bot.actions.webhook import action_registry
-from bot.config.phone_lines import load_phone_lines
+from bot.config.phone_lines import check_phone_lines
 from bot.domain import SERVICE_INTENTS, SERVICE_SLOTS
 from bot.nlu.evaluation import load_examples
 from bot.packs.code_check import pack_actions, source_problems
@@ -43,7 +43,7 @@ from bot.packs.loader import (
     Manifest,
     Problem,
     check_manifest,
-    loader_problems,
+    file_problems,
     locate_pack,
 )
 from bot.packs.rasa_domain import LANGUAGE_SLOT, RasaDomain, read_rasa_domain, response_languages
@@ -117,7 +117,7 @@ def _unread_manifest_problems(root: Path, overrides: FileOverrides) -> list[Prob
     phone_file = overrides.phone_file or root / "phone.yml"
     return [
         *routing_file_problems(routing_file),
-        *loader_problems(phone_file, load_phone_lines, []),
+        *file_problems(phone_file, check_phone_lines(phone_file)[1], []),
         *source_problems(root, None),
     ]
 
@@ -319,4 +319,4 @@ def _phone_problems(manifest: Manifest) -> list[Problem]:
             problems.append(
                 Problem(path, f"numbers.{number}.language", "is not one of the pack's languages")
             )
-    return problems + loader_problems(path, load_phone_lines, problems)
+    return problems + file_problems(path, check_phone_lines(path)[1], problems)

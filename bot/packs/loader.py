@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from bot.backoffice.protocol import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, BackOffice, OperationSpec
+from bot.config.problems import ConfigProblem
 from bot.domain import EmbeddedContext, FlowAction
 from bot.errors import ConfigError
 
@@ -161,27 +162,13 @@ class Problem:
             else f"{self.file}: {self.message}"
         )
 
-    @classmethod
-    def from_error(cls, file: Path, error: ConfigError) -> Problem:
-        """The problem a loader's ``ConfigError`` about ``file`` names (``FILE: KEY: WHAT``,
-        or ``FILE: cannot read ...``)."""
-        text = str(error).removeprefix(f"{file}: ")
-        key, sep, message = text.partition(": ")
-        if not sep or " " in key:
-            return cls(file, "", text)
-        return cls(file, key, message)
 
-
-def loader_problems(
-    path: Path, load: Callable[[Path], object], found: Sequence[Problem]
+def file_problems(
+    path: Path, found_in_file: Sequence[ConfigProblem], found: Sequence[Problem]
 ) -> list[Problem]:
-    """What ``load`` (a loader that raises a ``ConfigError`` for its first problem) refuses in
-    ``path``, unless a problem ``found`` already is about the same key or one under it."""
-    try:
-        load(path)
-    except ConfigError as exc:
-        return uncovered([Problem.from_error(path, exc)], found)
-    return []
+    """A loader's problems in ``path`` (``check_routing``, ``check_phone_lines``), less those a
+    problem ``found`` already says more precisely."""
+    return uncovered((Problem(path, p.key, p.message) for p in found_in_file), found)
 
 
 def uncovered(problems: Iterable[Problem], found: Sequence[Problem]) -> list[Problem]:

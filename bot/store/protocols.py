@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.conversation.state import ConversationState
+from bot.conversation.state import ConversationState, MessageStatus
 from bot.handoff.state import Transition
 
 # records
@@ -295,14 +295,18 @@ class ConversationRecords(Protocol):
     async def get_conversation(self, conversation_id: str) -> ConversationRecord: ...
     async def update_conversation(self, conversation_id: str, **values: Any) -> None: ...
     async def add_message(
-        self, conversation_id: str, sender: str, text: str, status: str = "received"
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        status: MessageStatus = MessageStatus.RECEIVED,
     ) -> int: ...
     async def add_message_once(
         self,
         conversation_id: str,
         sender: str,
         text: str,
-        status: str = "received",
+        status: MessageStatus = MessageStatus.RECEIVED,
         *,
         client_id: str | None = None,
         buttons: list[dict[str, str]] | None = None,
@@ -318,7 +322,7 @@ class ConversationRecords(Protocol):
     async def mark_message(
         self,
         message_id: int,
-        status: str,
+        status: MessageStatus,
         intent: str | None = None,
         confidence: float | None = None,
     ) -> None: ...
@@ -353,9 +357,7 @@ class HandoffRecords(Protocol):
         now: datetime | None = None,
     ) -> HandoffRecord: ...
     async def waiting(self, queues: Collection[str] | None = None) -> Sequence[HandoffRecord]: ...
-    async def callbacks(
-        self, queues: Collection[str] | None = None
-    ) -> Sequence[HandoffRecord]: ...
+    async def callbacks(self, queues: Collection[str] | None = None) -> Sequence[HandoffRecord]: ...
     async def position(self, handoff: HandoffRecord) -> int: ...
     async def head(self, queues: Collection[str]) -> HandoffRecord | None: ...
     async def expired_offers(self, now: datetime) -> Sequence[str]: ...
@@ -394,9 +396,7 @@ class AgentRecords(Protocol):
     async def set_presence(self, agent_id: str, presence: str) -> None: ...
     async def available_for(self, queue: str | None = None) -> Sequence[AgentRecord]: ...
     async def reset_presence(self) -> None: ...
-    async def open_session(
-        self, agent_id: str, now: datetime | None = None
-    ) -> tuple[str, str]: ...
+    async def open_session(self, agent_id: str, now: datetime | None = None) -> tuple[str, str]: ...
     async def session_of(self, cookie: str) -> tuple[AgentRecord, AgentSessionRecord] | None: ...
     async def close_session(self, cookie: str) -> None: ...
 

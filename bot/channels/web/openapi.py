@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.handoff.state import HandoffState
+
 JSON = "application/json"
 
 
@@ -84,16 +86,7 @@ def openapi_document() -> dict[str, Any]:
             "properties": {
                 "id": STRING,
                 "conversation_id": STRING,
-                "state": {
-                    "enum": [
-                        "queued",
-                        "offered",
-                        "accepted",
-                        "closed",
-                        "abandoned",
-                        "callback_requested",
-                    ]
-                },
+                "state": {"enum": [state.value for state in HandoffState]},
                 "queue": STRING,
                 "priority": {"type": "integer"},
                 "channel": {"type": ["string", "null"]},
@@ -178,7 +171,7 @@ def openapi_document() -> dict[str, Any]:
                     {
                         "name": "state",
                         "in": "query",
-                        "schema": {"enum": ["waiting", "callback_requested"]},
+                        "schema": {"enum": ["waiting", HandoffState.CALLBACK_REQUESTED.value]},
                     },
                     {"name": "queue", "in": "query", "schema": STRING},
                 ],

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.clock import utcnow
-from bot.conversation.state import ConversationState, turn_key
+from bot.conversation.state import ConversationState, MessageStatus, turn_key
 from bot.errors import NotFound
 from bot.store.sql.engine import Sessions
 from bot.store.sql.tables import ActionCall, Conversation, FlowResult, Message
@@ -77,7 +77,11 @@ class SqlConversations:
             )
 
     async def add_message(
-        self, conversation_id: str, sender: str, text: str, status: str = "received"
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        status: MessageStatus = MessageStatus.RECEIVED,
     ) -> int:
         row, _ = await self.add_message_once(conversation_id, sender, text, status)
         return row.id
@@ -87,7 +91,7 @@ class SqlConversations:
         conversation_id: str,
         sender: str,
         text: str,
-        status: str = "received",
+        status: MessageStatus = MessageStatus.RECEIVED,
         *,
         client_id: str | None = None,
         buttons: list[dict[str, str]] | None = None,
@@ -140,7 +144,7 @@ class SqlConversations:
             await s.execute(
                 update(Message)
                 .where(Message.id == message_id)
-                .values(status="processed", intent=intent, confidence=confidence)
+                .values(status=MessageStatus.PROCESSED, intent=intent, confidence=confidence)
             )
             conversation_id = await s.scalar(
                 select(Message.conversation_id).where(Message.id == message_id)
@@ -156,7 +160,7 @@ class SqlConversations:
                     conversation_id=conversation_id,
                     sender="bot",
                     text=text,
-                    status="sent",
+                    status=MessageStatus.SENT,
                     intent=None,
                     confidence=None,
                     created_at=now,
@@ -171,7 +175,7 @@ class SqlConversations:
     async def mark_message(
         self,
         message_id: int,
-        status: str,
+        status: MessageStatus,
         intent: str | None = None,
         confidence: float | None = None,
     ) -> None:
@@ -199,7 +203,7 @@ class SqlConversations:
         query = select(Message).where(
             Message.conversation_id == conversation_id,
             Message.sender == "user",
-            Message.status == "received",
+            Message.status == MessageStatus.RECEIVED,
         )
         if before_id is not None:
             query = query.where(Message.id < before_id)
@@ -211,7 +215,7 @@ class SqlConversations:
         async with self.db.session() as s:
             rows = await s.execute(
                 select(Message.conversation_id, func.min(Message.id).label("first"))
-                .where(Message.sender == "user", Message.status == "received")
+                .where(Message.sender == "user", Message.status == MessageStatus.RECEIVED)
                 .group_by(Message.conversation_id)
                 .order_by("first")
             )
@@ -225,7 +229,7 @@ class SqlConversations:
                 .where(
                     Message.conversation_id == conversation_id,
                     Message.sender == "user",
-                    Message.status == "processed",
+                    Message.status == MessageStatus.PROCESSED,
                 )
                 .limit(1)
             )
