@@ -82,16 +82,38 @@ async def test_meter_reading_below_the_last_one_is_refused_then_stored(
     assert await last_reading(rasa_runtime, "CL100003") == 30500
 
 
-async def test_meter_reading_must_be_digits(rasa_runtime: Runtime) -> None:
-    chat = Chat(rasa_runtime, language="it")
+async def identified_for_a_reading(runtime: Runtime) -> tuple[Chat, int | None]:
+    """An Italian chat whose customer (CL100005) is identified and asked for a reading, and
+    that customer's last reading."""
+    chat = Chat(runtime, language="it")
     await chat.say("vorrei fare l'autolettura del contatore")
     await chat.say("CL100005")
     await chat.say("80134")
-    before = await last_reading(rasa_runtime, "CL100005")
+    return chat, await last_reading(runtime, "CL100005")
+
+
+async def test_meter_reading_must_be_digits(rasa_runtime: Runtime) -> None:
+    chat, before = await identified_for_a_reading(rasa_runtime)
     await chat.say("tanti")
     assert await last_reading(rasa_runtime, "CL100005") == before
     await chat.say("60000")
     assert await last_reading(rasa_runtime, "CL100005") == 60000
+
+
+async def test_a_card_number_typed_for_a_reading_yields_no_reading_and_no_slot(
+    rasa_runtime: Runtime,
+) -> None:
+    """A masked span yields no entity: the visible tail of a masked card (1111) must not be
+    taken for a meter reading, neither stored nor carried into the handoff envelope."""
+    chat, before = await identified_for_a_reading(rasa_runtime)
+    await chat.say("4111 1111 1111 1111")
+    assert await last_reading(rasa_runtime, "CL100005") == before
+    turn = await chat.say("voglio parlare con un operatore")
+    assert turn.handoff_id is not None
+    handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
+    assert handoff is not None
+    assert "meter_reading" not in handoff.envelope["slots"]
+    assert all("1111 1111" not in line["text"] for line in handoff.envelope["transcript"])
 
 
 async def test_known_outage_gives_its_eta_and_unknown_one_opens_a_ticket(

@@ -44,7 +44,7 @@ from bot.conversation.state import WITH_A_PERSON, ConversationState, MessageStat
 from bot.errors import NluUnavailable
 from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
 from bot.nlu.client import BotReply, Entity, NluClient, ParseResult
-from bot.store.protocols import ConversationRecord, MessageRecord, Store
+from bot.store.protocols import ConversationRecord, MessageRecord, SlotAsked, Store
 from triage_pii.masking import hide_masked, redact
 
 log = logging.getLogger(__name__)
@@ -329,6 +329,8 @@ class ConversationService:
         self.failpoints.reach(Failpoint.TURN_ANSWERED)
 
         parse = output.parse
+        asked = output.slots.get("requested_slot") if output.active_loop else None
+        asked = asked if isinstance(asked, str) else None
         reply_rows = await self.store.conversations.record_turn(
             message_id,
             parse.intent,
@@ -337,14 +339,9 @@ class ConversationService:
                 (redact(r.text), [{"title": t, "payload": p} for t, p in r.buttons])
                 for r in output.replies
             ],
+            awaiting=SlotAsked(asked) if asked != conversation.awaiting_slot else None,
         )
         self.failpoints.reach(Failpoint.TURN_RECORDED)
-        awaiting = output.slots.get("requested_slot") if output.active_loop else None
-        awaiting = awaiting if isinstance(awaiting, str) else None
-        if awaiting != conversation.awaiting_slot:
-            await self.store.conversations.update_conversation(
-                conversation_id, awaiting_slot=awaiting
-            )
         route = self.routing.route_for(parse.intent)
         new_handoff = None
         if output.slots.get("handoff_id"):  # set by this turn or an earlier one

@@ -196,6 +196,13 @@ class NewHandoff:
 
 
 @dataclass(frozen=True)
+class SlotAsked:
+    """The slot a form asks the customer for after a turn (None: none is asked for)."""
+
+    slot: str | None
+
+
+@dataclass(frozen=True)
 class Actor:
     """Who asks for a transition: an agent limited to their queues, a supervisor, or the system."""
 
@@ -318,6 +325,8 @@ class ConversationRecords(Protocol):
         intent: str | None,
         confidence: float | None,
         replies: Sequence[tuple[str, list[dict[str, str]]]],
+        *,
+        awaiting: SlotAsked | None = None,
     ) -> Sequence[MessageRecord]: ...
     async def mark_message(
         self,

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.clock import utcnow
 from bot.conversation.state import ConversationState, MessageStatus, turn_key
 from bot.errors import NotFound
+from bot.store.protocols import SlotAsked
 from bot.store.sql.engine import Sessions
 from bot.store.sql.tables import ActionCall, Conversation, FlowResult, Message
 
@@ -135,10 +136,13 @@ class SqlConversations:
         intent: str | None,
         confidence: float | None,
         replies: Sequence[tuple[str, list[dict[str, str]]]],
+        *,
+        awaiting: SlotAsked | None = None,
     ) -> list[Message]:
         """Mark the user message processed and store the bot's replies (text, buttons) in one
         transaction; returns the replies' rows. The turn's action answers kept in case it had
-        to be run again are dropped in the same transaction."""
+        to be run again are dropped in the same transaction, and the slot the dialogue now asks
+        for is noted on the conversation when it changed (``awaiting``)."""
         now = utcnow()
         async with self.db.session() as s:
             await s.execute(
@@ -155,6 +159,12 @@ class SqlConversations:
                     ActionCall.turn_message == turn_key(message_id),
                 )
             )
+            if awaiting is not None:
+                await s.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id)
+                    .values(awaiting_slot=awaiting.slot)
+                )
             rows = [
                 Message(
                     conversation_id=conversation_id,
