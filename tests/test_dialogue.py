@@ -100,15 +100,24 @@ async def test_meter_reading_must_be_digits(rasa_runtime: Runtime) -> None:
     assert await last_reading(rasa_runtime, "CL100005") == 60000
 
 
-async def test_a_card_number_typed_for_a_reading_yields_no_reading_and_no_slot(
-    rasa_runtime: Runtime,
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mi avete addebitato due volte sulla carta 4111 1111 1111 1111",
+        "la carta 5500 0000 0000 0004 è stata addebitata due volte, voglio un operatore",
+        "you charged my card 4111-1111-1111-1111 twice",
+    ],
+)
+async def test_a_masked_card_number_yields_no_entity_and_no_slot(
+    rasa_runtime: Runtime, text: str
 ) -> None:
-    """A masked span yields no entity: the visible tail of a masked card (1111) must not be
-    taken for a meter reading, neither stored nor carried into the handoff envelope."""
-    chat, before = await identified_for_a_reading(rasa_runtime)
-    await chat.say("4111 1111 1111 1111")
-    assert await last_reading(rasa_runtime, "CL100005") == before
-    turn = await chat.say("voglio parlare con un operatore")
+    """A masked span yields no entity: no group of a card's digits (its visible tail above all)
+    may be read as a meter reading and carried into the handoff envelope."""
+    chat = Chat(rasa_runtime)
+    turn = await chat.say(text)
+    assert all(e.entity != "meter_reading" for e in turn.entities)
+    if turn.handoff_id is None:
+        turn = await chat.say("voglio parlare con un operatore")
     assert turn.handoff_id is not None
     handoff = await rasa_runtime.store.handoffs.get_handoff(turn.handoff_id)
     assert handoff is not None
