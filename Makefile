@@ -27,8 +27,8 @@ rasa-env: $(RASA_VENV)/.installed
 $(VENV)/.installed: pyproject.toml rasa_side/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
 	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e ./rasa_side
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
 	touch $@
 
 $(RASA_VENV)/.installed: requirements-rasa.txt rasa_side/pyproject.toml

@@ -18,7 +18,7 @@ COPY voice/ /app/voice/
 # rasa_side/ for triage_pii, the masking the gateway shares with Rasa's tracker store (the Rasa-side
 # code in it is never imported here); it has no dependencies of its own.
 COPY rasa_side/ /app/rasa_side/
-RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps ./rasa_side
+RUN pip install --no-cache-dir --no-deps ./rasa_side && pip install --no-cache-dir .
 # the sample domain pack (bot/domains/energy) is installed with the package; its Rasa data is
 # the repository's nlu_data/, copied here and named by TRIAGE_NLU_DATA_DIR
 COPY nlu_data/ /app/nlu_data/

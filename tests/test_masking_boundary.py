@@ -41,6 +41,7 @@ class FormNlu(FakeNluClient):
         *,
         message_key: str | None = None,
     ) -> TurnOutput:
+        self._check()
         self.sent.append(text)
         opens = "cambiare contatto" in text
         return TurnOutput(
@@ -107,3 +108,37 @@ async def test_agent_lines_are_stored_masked(store: SqlStore) -> None:
     row = await conversations.add_agent_message(conversation_id, f"la carta {CARD} è bloccata")
     assert row.text == "la carta ************1111 è bloccata"
     assert conversations.mask(f"note: {EMAIL}") == "note: m***@example.com"
+    line = await conversations.add_service_line(
+        conversation_id, "call transferred to sip:billing@10.0.0.5:5070", "system"
+    )
+    assert line.text == "call transferred to sip:billing@10.0.0.5:5070"  # a template, no data
+
+
+async def test_a_turn_run_again_from_the_store_sends_the_nlu_no_masked_tail(
+    store: SqlStore,
+) -> None:
+    """After a crash the raw answer is gone: even while the form asks for an unmasked slot, the
+    NLU gets the stored text with its masks hidden, never a tail such as m***@example.com."""
+    nlu = FormNlu(asks="new_contact")
+    conversations = service(store, nlu, frozenset({"new_contact"}))
+    conversation_id = f"m-{uuid.uuid4().hex[:12]}"
+    await conversations.handle(conversation_id, "vorrei cambiare contatto", channel="chat")
+    # the process died after storing (and acknowledging) the answer, before its turn
+    await store.conversations.add_message_once(conversation_id, "user", conversations.mask(EMAIL))
+    (turn,) = await conversations.recover(conversation_id)
+    assert turn.error is None and nlu.sent[-1] == "***"
+
+
+async def test_when_the_nlu_fails_the_next_answer_is_masked_until_a_turn_asks_again(
+    store: SqlStore,
+) -> None:
+    nlu = FormNlu(asks="new_contact")
+    conversations = service(store, nlu, frozenset({"new_contact"}))
+    conversation_id = f"m-{uuid.uuid4().hex[:12]}"
+    await conversations.handle(conversation_id, "vorrei cambiare contatto", channel="chat")
+    nlu.down = True
+    failed = await conversations.handle(conversation_id, EMAIL, channel="chat")
+    assert failed.error == "nlu_unavailable"
+    nlu.down = False
+    await conversations.handle(conversation_id, EMAIL, channel="chat")
+    assert nlu.sent[-1] == "***"

@@ -17,11 +17,13 @@ The checksummed examples were verified by hand, not only by the module under tes
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from triage_pii.masking import redact
+from triage_pii.masking import hide_masked, redact
 
 # Independent helpers to build valid numbers for the property tests.
 
@@ -434,3 +436,44 @@ def test_redact_is_idempotent_for_any_text(text: str) -> None:
     once = redact(text)
 
     assert redact(once) == once
+
+
+@example(100014, 123456)  # passes the mod-97 check
+@given(
+    st.integers(min_value=100_000, max_value=999_999),
+    st.integers(min_value=100_000, max_value=999_999),
+)
+def test_a_customer_code_and_a_ticket_side_by_side_are_never_an_iban(
+    code: int, ticket: int
+) -> None:
+    # one pair in 97 passes the IBAN check digits; CL issues no IBAN
+    text = f"CL{code} TK{ticket}"
+
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "for_the_nlu"),
+    [
+        ("la carta 4111 1111 1111 1111, lettura 1234", "la carta ***, lettura 1234"),
+        ("scrivi a mario.rossi@example.com, grazie", "scrivi a ***, grazie"),
+        ("IBAN IT60 X054 2811 1010 0000 0123 456.", "IBAN ***."),
+        ("CL100001,3331234567", "CL100001,***"),
+        ("CL100001/+39 333 123 4567", "CL100001/***"),
+        ("cf RSSMRA85T10A562S ok", "cf *** ok"),
+        ("CL100001 lettura 4521", "CL100001 lettura 4521"),
+    ],
+)
+def test_hide_masked_hides_each_masked_span_and_nothing_around_it(
+    text: str, for_the_nlu: str
+) -> None:
+    assert hide_masked(redact(text)) == for_the_nlu
+
+
+@given(st.text(alphabet="0123456789 +-./@abcITCLX", max_size=60))
+def test_hide_masked_leaves_no_visible_tail_of_any_mask(text: str) -> None:
+    masked = redact(text)
+    hidden = hide_masked(masked)
+
+    if "**" in masked:  # something was masked: no star run keeps a tail or an address
+        assert re.search(r"\*\*\*[A-Za-z0-9@]", hidden) is None, hidden

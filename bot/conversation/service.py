@@ -20,12 +20,15 @@ the tracker, and the action webhook answers actions that already ran from the ac
 so nothing is done twice (``bot/store/sql/action_journal.py``).
 
 Personal data is masked here and nowhere else in the gateway (``triage_pii.masking`` holds the
-rules): every message this service writes (the customer's, the bot's replies, an agent's, the
-notes agents leave) is stored masked, and the NLU gets the masked text with even the visible
+rules): what customers, the bot and agents write is stored masked (the customer's messages, the
+bot's replies, an agent's lines, the notes agents leave; the service's own lines are its
+templates and hold no customer data), and the NLU gets the masked text with even the visible
 tails hidden (``hide_masked``), so that no entity or slot is read from a masked number. The one
 exception is asked for by the dialogue: while a form requests a slot the pack lists in
-``unmasked_slots`` (a new e-mail address for the contact details, say), that answer reaches
-Rasa as typed, and is still stored masked (Rasa's tracker store masks it too).
+``unmasked_slots`` (a new e-mail address for the contact details, say), the customer's answer
+reaches Rasa as typed; it is still stored masked here, and Rasa's tracker store masks its copy of
+the text (the slot keeps its value: the flow needs it). A turn run again from what was stored (a
+crash) sends the NLU the masked text whatever the form asks: the raw answer is gone.
 """
 
 from __future__ import annotations
@@ -166,7 +169,9 @@ class ConversationService:
             conversation = await self.store.conversations.get_conversation(conversation_id)
             # the raw text is gone: what was stored (masked) is all the turn can see again
             results.append(
-                await self._turn(conversation, row, row.text, None, row.payload, resumed=True)
+                await self._turn(
+                    conversation, row, row.text, None, row.payload, resumed=True, stored=True
+                )
             )
         if results:
             log.info("unanswered messages taken up again", extra={"count": len(results)})
@@ -183,6 +188,7 @@ class ConversationService:
         on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
         conversation = await self.store.conversations.ensure_conversation(conversation_id, channel)
+        from_store = False  # whether the turn gets the stored (masked) text, not the raw one
         # stored masked (cards, IBANs, tax codes, phones, e-mails); the turn sees the raw text
         row, created = await self.store.conversations.add_message_once(
             conversation_id, "user", redact(raw), client_id=client_id, payload=payload
@@ -206,9 +212,12 @@ class ConversationService:
             # now, from what was stored unless the resend is the same message
             if redact(raw) != row.text:
                 raw, payload = row.text, row.payload
+                from_store = True
         if earlier:
             conversation = await self.store.conversations.get_conversation(conversation_id)
-        turn = await self._turn(conversation, row, raw, language, payload, resumed=not created)
+        turn = await self._turn(
+            conversation, row, raw, language, payload, resumed=not created, stored=from_store
+        )
         return replace(turn, recovered=earlier)
 
     @staticmethod
@@ -232,12 +241,13 @@ class ConversationService:
         )
         return row
 
-    async def add_bot_message(
+    async def add_service_line(
         self, conversation_id: str, text: str, sender: str = "bot"
     ) -> MessageRecord:
-        """Store a line the service said outside a turn (a greeting, a notice), masked."""
+        """Store a line the service said outside a turn (a greeting, a notice, a transfer): its
+        own template, holding no customer data, stored as written (a SIP URI stays readable)."""
         row, _ = await self.store.conversations.add_message_once(
-            conversation_id, sender, redact(text), MessageStatus.SENT
+            conversation_id, sender, text, MessageStatus.SENT
         )
         return row
 
@@ -271,6 +281,7 @@ class ConversationService:
         payload: str | None,
         *,
         resumed: bool,
+        stored: bool = False,
     ) -> TurnResult:
         conversation_id, message_id = conversation.id, row.id
         key = turn_key(message_id)
@@ -315,7 +326,7 @@ class ConversationService:
                 metadata["rerun"] = True
             if payload and payload.startswith("/"):
                 nlu_text = payload
-            elif conversation.awaiting_slot in self.unmasked_slots:
+            elif conversation.awaiting_slot in self.unmasked_slots and not stored:
                 nlu_text = text  # the form asked for this personal data
             else:
                 nlu_text = self.for_nlu(text)
@@ -323,6 +334,12 @@ class ConversationService:
         except NluUnavailable as exc:
             log.warning("NLU unavailable; message kept", extra={"error": str(exc)})
             await self.store.conversations.mark_message(message_id, MessageStatus.FAILED)
+            if conversation.awaiting_slot is not None:
+                # Rasa may or may not have run the turn: which slot it asks for now is unknown,
+                # and the next message goes to it masked until a turn says again
+                await self.store.conversations.update_conversation(
+                    conversation_id, awaiting_slot=None
+                )
             return await self._system_reply(
                 conversation_id, message_id, reply_lang, "nlu_unavailable"
             )

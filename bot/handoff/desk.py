@@ -353,7 +353,7 @@ class Desk:
         except BotError:  # the store says "bot"; Rasa catches up on the next turn's slots
             log.warning("could not reset the dialogue after a hand-back")
         language = handoff.language if handoff.language in RETURNED_TEXTS else "it"
-        back = await self.conversations.add_bot_message(
+        back = await self.conversations.add_service_line(
             handoff.conversation_id, RETURNED_TEXTS[language]
         )
         self.hub.to_conversation(

@@ -7,9 +7,11 @@ take its digits for something else:
 
 1. E-mail addresses keep their first character and the domain: ``m***@example.com``.
 2. IBANs (ISO 13616): country code, two check digits and a BBAN, written compact or in groups of
-   four separated by single spaces, in any case. Only candidates that pass the mod-97 check (and,
-   for Italy, the 27-character ``IT`` + 2 digits + CIN letter + 10 digits + 12 letters/digits
-   layout) are masked. The country code and the last four characters stay, the spaces go:
+   four separated by single spaces, in any case. Only candidates of a country that issues IBANs
+   that pass the mod-97 check (and, for Italy, the 27-character ``IT`` + 2 digits + CIN letter +
+   10 digits + 12 letters/digits layout) are masked: a customer code and a ticket number side by
+   side (``CL100014 TK123456``) pass the check one time in 97, but ``CL`` issues no IBAN.
+   The country code and the last four characters stay, the spaces go:
    ``IT60 X054 2811 1010 0000 0123 456`` -> ``IT*********************3456``.
 3. Codici fiscali: 16 characters (6 letters, 2 digits, month letter, 2 digits, letter, 3 digits,
    check letter; the omocodia letters ``LMNPQRSTUV`` may stand for digits), in any case, with a
@@ -61,6 +63,14 @@ _EMAIL = re.compile(r"(?<![\w.+@-])([\w.+-])[\w.+-]*@([\w-]+\.[\w.-]+)\b(?!@)")
 # length and the check are verified in code, on the longest prefix that ends at a space.
 _IBAN = re.compile(
     r"(?<!\w)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?!\w)", re.IGNORECASE
+)
+# Countries of the IBAN registry (SWIFT, ISO 13616), with those that issue IBANs outside it
+# (experimental or partial): a candidate from any other country code is not an IBAN.
+_IBAN_COUNTRIES = frozenset(
+    "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ EE "
+    "EG ES FI FK FO FR GA GB GE GI GL GQ GR GT GW HN HR HU IE IL IQ IR IS IT JO KM KW KZ LB LC "
+    "LI LT LU LV LY MA MC MD ME MG MK ML MN MR MT MU MZ NE NI NL NO OM PK PL PS PT QA RO RS RU "
+    "SA SC SD SE SI SK SM SN SO ST SV TD TG TL TN TR UA VA VG XK YE".split()
 )
 _IBAN_IT = re.compile(r"IT[0-9]{2}[A-Z][0-9]{10}[A-Z0-9]{12}")
 _IBAN_MIN_LENGTH = 15  # Norway
@@ -115,19 +125,23 @@ def redact(text: str) -> str:
     return _NUMBER_RUN.sub(_mask_number_run, text)
 
 
-# a word holding two or more mask stars: what ``redact`` left of a number or an address
-_MASKED_WORD = re.compile(r"\S*\*\*\S*")
+# what ``redact`` leaves of an address (``m***@example.com``), or of a number: the stars, the
+# letters kept before them (an IBAN's country) and the characters kept after (a card's last four,
+# a codice fiscale's check letter); nothing of the text around it
+_MASKED_SPAN = re.compile(
+    r"[^\s*@]?\*{2,}@[\w.-]*\w|(?<![A-Za-z0-9])[A-Za-z]{0,2}\*{2,}[A-Za-z0-9]{0,4}"
+)
 HIDDEN = "***"
 
 
 def hide_masked(text: str) -> str:
-    """``text``, already redacted, with every masked word reduced to ``***``.
+    """``text``, already redacted, with every masked span reduced to ``***``.
 
     What ``redact`` leaves visible (a card's last four digits, an e-mail's first letter and
     domain) helps a person reading a transcript but must reach no entity extractor or slot
     mapping: ``************1111`` read as a meter reading of 1111 is wrong, and the tail is
     still personal data. The NLU is sent this form."""
-    return _MASKED_WORD.sub(HIDDEN, text)
+    return _MASKED_SPAN.sub(HIDDEN, text)
 
 
 # IBAN
@@ -166,6 +180,8 @@ def _iban_prefix(candidate: str) -> tuple[str, int] | None:
 def _iban_valid(iban: str) -> bool:
     """ISO 13616 check on an upper-case IBAN without spaces."""
     if not _IBAN_MIN_LENGTH <= len(iban) <= _IBAN_MAX_LENGTH or not "02" <= iban[2:4] <= "98":
+        return False
+    if iban[:2] not in _IBAN_COUNTRIES:
         return False
     if iban.startswith("IT") and _IBAN_IT.fullmatch(iban) is None:
         return False

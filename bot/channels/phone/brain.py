@@ -82,7 +82,7 @@ class PhoneBrain:
     async def _say(self, conversation_id: str, texts: list[str]) -> BrainReply:
         """Bot lines that do not come from a turn (greeting, reprompts), in the transcript too."""
         for text in texts:
-            await self.desk.conversations.add_bot_message(conversation_id, text)
+            await self.desk.conversations.add_service_line(conversation_id, text)
         return BrainReply(self._language(conversation_id), tuple(texts))
 
     async def begin(self, call: CallContext) -> tuple[str, BrainReply]:
@@ -138,7 +138,7 @@ class PhoneBrain:
             await self.desk.conversations.record_answered(
                 conversation_id, text, intent=parse.intent, confidence=parse.confidence
             )
-            await self.desk.conversations.add_bot_message(
+            await self.desk.conversations.add_service_line(
                 conversation_id, TEXTS["recent_chat_note"][language].format(chat=chat), "system"
             )
             return await self._say(conversation_id, [TEXTS["recent_chat_yes"][language]])
@@ -186,7 +186,7 @@ class PhoneBrain:
         return replace(reply, hang_up=True)
 
     async def transferred(self, conversation_id: str, transfer: Transfer) -> None:
-        await self.desk.conversations.add_bot_message(
+        await self.desk.conversations.add_service_line(
             conversation_id, f"call transferred to {transfer.target_uri}", "system"
         )
 
