@@ -169,9 +169,7 @@ class ConversationService:
             conversation = await self.store.conversations.get_conversation(conversation_id)
             # the raw text is gone: what was stored (masked) is all the turn can see again
             results.append(
-                await self._turn(
-                    conversation, row, row.text, None, row.payload, resumed=True, stored=True
-                )
+                await self._turn(conversation, row, row.text, None, row.payload, resumed=True)
             )
         if results:
             log.info("unanswered messages taken up again", extra={"count": len(results)})
@@ -188,10 +186,10 @@ class ConversationService:
         on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
         conversation = await self.store.conversations.ensure_conversation(conversation_id, channel)
-        from_store = False  # whether the turn gets the stored (masked) text, not the raw one
-        # stored masked (cards, IBANs, tax codes, phones, e-mails); the turn sees the raw text
+        # stored masked (cards, IBANs, tax codes, phones, e-mails); ``_turn`` masks the NLU's copy
+        masked = redact(raw)
         row, created = await self.store.conversations.add_message_once(
-            conversation_id, "user", redact(raw), client_id=client_id, payload=payload
+            conversation_id, "user", masked, client_id=client_id, payload=payload
         )
         self.failpoints.reach(Failpoint.MESSAGE_STORED)
         if on_stored is not None:
@@ -210,14 +208,11 @@ class ConversationService:
                 )
             # a resend of a message whose turn never completed (its process died): answer it
             # now, from what was stored unless the resend is the same message
-            if redact(raw) != row.text:
+            if masked != row.text:
                 raw, payload = row.text, row.payload
-                from_store = True
         if earlier:
             conversation = await self.store.conversations.get_conversation(conversation_id)
-        turn = await self._turn(
-            conversation, row, raw, language, payload, resumed=not created, stored=from_store
-        )
+        turn = await self._turn(conversation, row, raw, language, payload, resumed=not created)
         return replace(turn, recovered=earlier)
 
     @staticmethod
@@ -281,7 +276,6 @@ class ConversationService:
         payload: str | None,
         *,
         resumed: bool,
-        stored: bool = False,
     ) -> TurnResult:
         conversation_id, message_id = conversation.id, row.id
         key = turn_key(message_id)
@@ -326,8 +320,10 @@ class ConversationService:
                 metadata["rerun"] = True
             if payload and payload.startswith("/"):
                 nlu_text = payload
-            elif conversation.awaiting_slot in self.unmasked_slots and not stored:
-                nlu_text = text  # the form asked for this personal data
+            elif conversation.awaiting_slot in self.unmasked_slots and raw != row.text:
+                # the form asked for this personal data, and this is the customer's raw answer,
+                # not the stored one that a turn run again after a crash has
+                nlu_text = text
             else:
                 nlu_text = self.for_nlu(text)
             output = await self.nlu.turn(conversation_id, nlu_text, metadata, message_key=key)

@@ -172,7 +172,7 @@ class Desk:
         for row in turn.stored_replies:
             self.hub.to_conversation(conversation_id, message_frame(row))
         if turn.handoff_id:
-            handoff = await self.store.handoffs.get_handoff(turn.handoff_id)
+            handoff = await self.queue.get_handoff(turn.handoff_id)
             if handoff is not None:
                 await self._after_change(handoff)
 
@@ -272,7 +272,7 @@ class Desk:
         return handoff
 
     async def decline(self, agent: AgentRecord, handoff_id: str) -> HandoffRecord:
-        handoff = await self.store.handoffs.get_handoff(handoff_id)
+        handoff = await self.queue.get_handoff(handoff_id)
         if handoff is None or handoff.offered_to != agent.id:
             raise Conflict("this handoff is not offered to you")
         handoff = await self.queue.apply(handoff_id, EXPIRE_OFFER, actor_for(agent))
@@ -370,7 +370,7 @@ class Desk:
         self.hub.to_consoles({"type": "queues_changed"})
 
     async def _visible(self, agent: AgentRecord, handoff_id: str) -> HandoffRecord:
-        handoff = await self.store.handoffs.get_handoff(handoff_id)
+        handoff = await self.queue.get_handoff(handoff_id)
         if handoff is None:
             raise NotFound("no such handoff")
         if agent.role != "supervisor" and handoff.queue not in agent.queues:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, NotRequired, TypedDict
 
 from bot.backoffice.protocol import BackOffice, BackOfficeUnavailable, CustomerRecord
 from bot.clock import utcnow
@@ -84,11 +84,6 @@ class Envelope(TypedDict):
     previous_conversations: list[PreviousConversation]
     state_history: list[StateChange]
     incident: NotRequired[dict[str, Any]]  # what failed, when that is why (a back office down)
-
-
-def envelope_of(handoff: HandoffRecord) -> Envelope:
-    """A stored handoff's envelope, typed (it was built by ``create_handoff``)."""
-    return cast(Envelope, handoff.envelope)
 
 
 @dataclass(frozen=True)

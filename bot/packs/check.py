@@ -35,6 +35,7 @@ import yaml
 
 from bot.actions.webhook import action_registry
 from bot.config.phone_lines import check_phone_lines
+from bot.config.routing import check_routing
 from bot.domain import SERVICE_INTENTS, SERVICE_SLOTS
 from bot.nlu.evaluation import load_examples
 from bot.packs.code_check import pack_actions, source_problems
@@ -50,7 +51,6 @@ from bot.packs.rasa_domain import LANGUAGE_SLOT, RasaDomain, read_rasa_domain, r
 from bot.packs.routing_check import (
     read_routing,
     routed_flows,
-    routing_file_problems,
     routing_problems,
 )
 
@@ -116,8 +116,8 @@ def _unread_manifest_problems(root: Path, overrides: FileOverrides) -> list[Prob
     routing_file = overrides.routing_file or root / "routing.yml"
     phone_file = overrides.phone_file or root / "phone.yml"
     return [
-        *routing_file_problems(routing_file),
-        *file_problems(phone_file, check_phone_lines(phone_file)[1], []),
+        *file_problems(routing_file, check_routing),
+        *file_problems(phone_file, check_phone_lines),
         *source_problems(root, None),
     ]
 
@@ -319,4 +319,4 @@ def _phone_problems(manifest: Manifest) -> list[Problem]:
             problems.append(
                 Problem(path, f"numbers.{number}.language", "is not one of the pack's languages")
             )
-    return problems + file_problems(path, check_phone_lines(path)[1], problems)
+    return problems + file_problems(path, check_phone_lines, problems)

@@ -164,11 +164,14 @@ class Problem:
 
 
 def file_problems(
-    path: Path, found_in_file: Sequence[ConfigProblem], found: Sequence[Problem]
+    path: Path,
+    check: Callable[[Path], tuple[object, Sequence[ConfigProblem]]],
+    found: Sequence[Problem] = (),
 ) -> list[Problem]:
-    """A loader's problems in ``path`` (``check_routing``, ``check_phone_lines``), less those a
-    problem ``found`` already says more precisely."""
-    return uncovered((Problem(path, p.key, p.message) for p in found_in_file), found)
+    """Every problem a loader's own validation (``check_routing``, ``check_phone_lines``) finds
+    in ``path``, less those a problem ``found`` already says more precisely."""
+    _, in_file = check(path)
+    return uncovered((Problem(path, p.key, p.message) for p in in_file), found)
 
 
 def uncovered(problems: Iterable[Problem], found: Sequence[Problem]) -> list[Problem]:

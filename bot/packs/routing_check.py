@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from bot.config.routing import check_routing
-from bot.packs.loader import Manifest, Problem, uncovered
+from bot.packs.loader import Manifest, Problem, file_problems
 from bot.packs.rasa_domain import RasaDomain
 
 # Intents Rasa itself may predict without the domain declaring them.
@@ -74,13 +74,7 @@ def routing_problems(
             else []
         ),
     ]
-    return problems + uncovered(routing_file_problems(path), problems)
-
-
-def routing_file_problems(path: Path) -> list[Problem]:
-    """Every problem the routing loader's own validation finds in ``path``."""
-    _, found = check_routing(path)
-    return [Problem(path, problem.key, problem.message) for problem in found]
+    return problems + file_problems(path, check_routing, problems)
 
 
 def _intent_problems(

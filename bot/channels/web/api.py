@@ -203,7 +203,7 @@ async def list_handoffs(request: web.Request) -> web.Response:
 async def _visible_handoff(request: web.Request) -> HandoffRecord:
     desk = request.app[DESK]
     agent = _principal(request).agent
-    handoff = await desk.store.handoffs.get_handoff(request.match_info["handoff_id"])
+    handoff = await desk.queue.get_handoff(request.match_info["handoff_id"])
     if handoff is None:
         raise NotFound("no such handoff")
     if agent.role != "supervisor" and handoff.queue not in agent.queues:
