@@ -182,8 +182,8 @@ async def test_unanswered_messages_are_the_received_customer_messages_in_order(
     ] == [first]
     assert [m.id for m in await store.conversations.unanswered_messages("un-a")] == [second]
     assert await store.conversations.conversations_with_unanswered() == ["un-b", "un-a"]
-    await store.conversations.record_turn(first, "greet", 0.9, [])
-    await store.conversations.record_turn(third, "greet", 0.9, [])
+    await store.conversations.record_turn("un-b", first, "greet", 0.9, [])
+    await store.conversations.record_turn("un-b", third, "greet", 0.9, [])
     assert await store.conversations.conversations_with_unanswered() == ["un-a"]
 
 

@@ -345,6 +345,7 @@ class ConversationService:
         asked = output.slots.get("requested_slot") if output.active_loop else None
         asked = asked if isinstance(asked, str) else None
         reply_rows = await self.store.conversations.record_turn(
+            conversation_id,
             message_id,
             parse.intent,
             parse.confidence,

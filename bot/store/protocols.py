@@ -321,6 +321,7 @@ class ConversationRecords(Protocol):
     ) -> tuple[MessageRecord, bool]: ...
     async def record_turn(
         self,
+        conversation_id: str,
         message_id: int,
         intent: str | None,
         confidence: float | None,

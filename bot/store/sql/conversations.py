@@ -132,6 +132,7 @@ class SqlConversations:
 
     async def record_turn(
         self,
+        conversation_id: str,
         message_id: int,
         intent: str | None,
         confidence: float | None,
@@ -149,9 +150,6 @@ class SqlConversations:
                 update(Message)
                 .where(Message.id == message_id)
                 .values(status=MessageStatus.PROCESSED, intent=intent, confidence=confidence)
-            )
-            conversation_id = await s.scalar(
-                select(Message.conversation_id).where(Message.id == message_id)
             )
             await s.execute(
                 delete(ActionCall).where(
