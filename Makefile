@@ -7,7 +7,8 @@ PY310 := $(if $(PY310),$(PY310),$(shell command -v python3.10 2>/dev/null))
 VENV := .venv
 RASA_VENV := .venv-rasa
 DEBIAN_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt | xargs)
-DEBIAN_TEST_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requirements-debian-test.txt | xargs)
+DEBIAN_TEST_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requirements-debian-test.txt requirements-debian-cluster.txt | xargs)
+DEBIAN_CLUSTER_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requirements-debian-cluster.txt | xargs)
 PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: run test train lint typecheck pytest bench rasa-env gateway-env system-deps test-system-deps debian-packages clean

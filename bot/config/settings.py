@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -116,6 +118,10 @@ def _refuse_unknown(env: Mapping[str, str]) -> None:
         "TRIAGE_BACKOFFICE_URL",
         "TRIAGE_BACKOFFICE_TOKEN",
         "TRIAGE_BACKOFFICE_HMAC_SECRET",
+        "TRIAGE_REDIS_URL",
+        "TRIAGE_NODE_ID",
+        "TRIAGE_DRAIN_TIMEOUT_S",
+        "TRIAGE_TURN_LOCK_WAIT_S",
     }
     unknown = sorted(k for k in env if k.startswith("TRIAGE_") and k not in known)
     if unknown:
@@ -210,6 +216,16 @@ class Settings:
     backoffice_hmac_secret: str = ""  # signs every request (X-Triage-Signature)
     # crash tests only: where the process kills itself (bot/failpoints.py); empty in service
     failpoints: frozenset[str] = frozenset()
+    # a cluster (docs/cluster.md): Redis for live fan-out and cross-node locks, with PostgreSQL
+    redis_url: str = ""
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    drain_timeout_s: float = 300.0  # SIGTERM / `triage drain`: calls may finish for this long
+    turn_lock_wait_s: float = 15.0  # a turn waits this long for another node's turn to end
+
+    @property
+    def clustered(self) -> bool:
+        """Several nodes share the store (PostgreSQL) and the live fan-out (Redis)."""
+        return bool(self.redis_url)
 
     @property
     def models_dir(self) -> Path:
@@ -312,7 +328,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backoffice_url=_backoffice_url(env),
         backoffice_token=env.get("TRIAGE_BACKOFFICE_TOKEN", ""),
         backoffice_hmac_secret=env.get("TRIAGE_BACKOFFICE_HMAC_SECRET", ""),
+        redis_url=_redis_url(env, url),
+        node_id=_node_id(env, base.node_id),
+        drain_timeout_s=_float(env, "TRIAGE_DRAIN_TIMEOUT_S", base.drain_timeout_s, 0, 86400),
+        turn_lock_wait_s=_float(env, "TRIAGE_TURN_LOCK_WAIT_S", base.turn_lock_wait_s, 0.1, 600),
     )
+
+
+def _redis_url(env: Mapping[str, str], database_url: str) -> str:
+    url = env.get("TRIAGE_REDIS_URL", "")
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("TRIAGE_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    if url and not database_url.startswith("postgresql+asyncpg://"):
+        raise ConfigError(
+            "TRIAGE_REDIS_URL makes this node part of a cluster, whose store is shared: "
+            "it needs TRIAGE_DATABASE_URL=postgresql+asyncpg://..."
+        )
+    return url
+
+
+def _node_id(env: Mapping[str, str], default: str) -> str:
+    value = env.get("TRIAGE_NODE_ID", "") or default
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ConfigError("TRIAGE_NODE_ID must be 1-64 letters, digits, dots, dashes or underscores")
+    return value
 
 
 def _backoffice_url(env: Mapping[str, str]) -> str:
