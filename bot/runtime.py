@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,13 @@ from bot.config.routing import RoutingTable, load_routing
 from bot.config.settings import Settings
 from bot.conversation.language import GENERIC, LanguageDetector
 from bot.conversation.service import ConversationService
+from bot.conversation.turn_locks import TurnLocks
 from bot.domain import EmbeddedContext
 from bot.errors import ConfigError
 from bot.failpoints import Failpoints
 from bot.handoff.desk import Desk, DeskSettings
 from bot.handoff.webhooks import WebhookSender
+from bot.live.hub import Hub
 from bot.live.memory import MemoryHub
 from bot.nlu.evaluation import load_examples
 from bot.nlu.rasa_http import RasaHttpClient
@@ -36,10 +38,13 @@ from bot.nlu.supervisor import RasaSupervisor
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.packs.loader import DomainPack, load_pack
 from bot.readiness import Readiness
+from bot.store.sql.shared_secrets import shared_secret
 from bot.store.sql.store import SqlStore
 from bot.store.sql.webhook_outbox import WebhookOutbox
 
 log = logging.getLogger(__name__)
+
+LIVE_HUB = "live_hub"  # the readiness part of a cluster's Redis hub
 
 
 @dataclass
@@ -56,20 +61,50 @@ class Runtime:
     # the supervised Rasa workers (none when Rasa runs elsewhere or is reused)
     supervisors: tuple[RasaSupervisor, ...]
     api_token: str
+    resume_key: bytes  # signs chat resume tokens (the same on every node)
 
 
-def api_token_for(settings: Settings) -> str:
-    """The REST API token: configured, or generated once and kept in the data directory."""
+def _kept_or_new(path: Path, make: Callable[[], str]) -> Callable[[], str]:
+    """What generates a shared secret: the one an earlier release kept in ``path``, else new."""
+
+    def value() -> str:
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        return make()
+
+    return value
+
+
+def _keep(path: Path, value: str) -> None:
+    """A copy in the data directory, for the operator to read (the store holds the value)."""
+    if path.exists() and path.read_text(encoding="utf-8").strip() == value:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+
+
+async def api_token_for(settings: Settings, store: SqlStore) -> str:
+    """The REST API token: configured, or generated once for the whole service (every node of
+    a cluster accepts it), with a copy in the data directory for the operator."""
     if settings.api_token:
         return settings.api_token
     path = settings.data_dir / "api_token"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    token = await shared_secret(
+        store.db, "api_token", _kept_or_new(path, lambda: secrets.token_urlsafe(32))
+    )
+    _keep(path, token)
     return token
+
+
+async def resume_key_for(settings: Settings, store: SqlStore) -> bytes:
+    """The key of chat resume tokens, the same on every node (a customer resumes anywhere)."""
+    path = settings.data_dir / "secret_key"
+    key = await shared_secret(
+        store.db, "resume_key", _kept_or_new(path, lambda: secrets.token_bytes(32).hex())
+    )
+    _keep(path, key)
+    return bytes.fromhex(key)
 
 
 async def open_back_office(settings: Settings, pack: DomainPack, store: SqlStore) -> BackOffice:
@@ -116,26 +151,55 @@ def make_desk(
     conversations: ConversationService,
     back_office: BackOffice,
     routing: RoutingTable,
+    hub: Hub | None = None,
 ) -> Desk:
-    """The desk with an in-process hub, and the webhook sender when a receiver is set."""
+    """The desk with its hub (in-process unless given), and the webhook sender when a receiver
+    is set."""
     return Desk(
         store=store,
         conversations=conversations,
         nlu=conversations.nlu,
         back_office=back_office,
         routing=routing,
-        hub=MemoryHub(),
+        hub=hub or MemoryHub(),
         settings=DeskSettings(
             offer_timeout_s=settings.offer_timeout_s,
             abandon_after_s=settings.abandon_after_s,
             default_handle_s=settings.default_handle_s,
         ),
         notifier=(
-            WebhookSender(WebhookOutbox(store, settings.webhook_url), settings.webhook_secret)
+            WebhookSender(
+                WebhookOutbox(store, settings.webhook_url),
+                settings.webhook_secret,
+                store.leases,
+                settings.node_id,
+            )
             if settings.webhook_url
             else None
         ),
+        node_id=settings.node_id,
     )
+
+
+async def open_cluster_parts(
+    settings: Settings,
+    routing: RoutingTable,
+    readiness: Readiness,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Hub | None, TurnLocks | None]:
+    """In a cluster (``TRIAGE_REDIS_URL``): the Redis hub and the turn locks across nodes;
+    on one node, nothing (the desk and the service use their in-process defaults)."""
+    if not settings.clustered:
+        return None, None
+    from bot.cluster.turn_locks import RedisTurnLocks
+    from bot.live.redis_hub import RedisHub
+
+    hub = RedisHub(settings.redis_url, settings.node_id, routing.queues)
+    readiness.expect(LIVE_HUB)
+    hub.on_state = lambda up: readiness.ready(LIVE_HUB) if up else readiness.gone(LIVE_HUB)
+    locks = RedisTurnLocks(hub.redis, settings.node_id, settings.turn_lock_wait_s)
+    log.info("cluster node", extra={"node": settings.node_id})
+    return hub, locks
 
 
 @contextlib.asynccontextmanager
@@ -224,6 +288,8 @@ async def open_runtime(
                 await asyncio.gather(*(supervisor.start() for supervisor in supervisors))
             elif reused:
                 log.info("reusing the Rasa server already running", extra={"url": nlu.base_url})
+            readiness = Readiness()
+            hub, turn_locks = await open_cluster_parts(settings, routing, readiness, stack)
             conversations = ConversationService(
                 store,
                 nlu,
@@ -232,7 +298,11 @@ async def open_runtime(
                 failpoints,
                 language_detector(settings.nlu_data_dir, pack.manifest.languages),
                 unmasked_slots=pack.manifest.unmasked_slots,
+                turn_locks=turn_locks,
             )
+            desk = make_desk(settings, store, conversations, back_office, routing, hub)
+            await desk.hub.start(desk)
+            stack.push_async_callback(desk.hub.close)
             yield Runtime(
                 settings=settings,
                 store=store,
@@ -241,10 +311,11 @@ async def open_runtime(
                 routing=routing,
                 nlu=nlu,
                 conversations=conversations,
-                desk=make_desk(settings, store, conversations, back_office, routing),
-                readiness=Readiness(),
+                desk=desk,
+                readiness=readiness,
                 supervisors=tuple(supervisors),
-                api_token=api_token_for(settings),
+                api_token=await api_token_for(settings, store),
+                resume_key=await resume_key_for(settings, store),
             )
     finally:
         await nlu.close()

@@ -350,7 +350,9 @@ def _redis_url(env: Mapping[str, str], database_url: str) -> str:
 def _node_id(env: Mapping[str, str], default: str) -> str:
     value = env.get("TRIAGE_NODE_ID", "") or default
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
-        raise ConfigError("TRIAGE_NODE_ID must be 1-64 letters, digits, dots, dashes or underscores")
+        raise ConfigError(
+            "TRIAGE_NODE_ID must be 1-64 letters, digits, dots, dashes or underscores"
+        )
     return value
 
 

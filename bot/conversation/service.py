@@ -33,10 +33,8 @@ crash) sends the NLU the masked text whatever the form asks: the raw answer is g
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import unicodedata
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 from bot.config.routing import Route, RouteKind, RoutingTable
 from bot.conversation.language import GENERIC, LanguageDetector
 from bot.conversation.state import WITH_A_PERSON, ConversationState, MessageStatus, turn_key
+from bot.conversation.turn_locks import LocalTurnLocks, TurnLocks
 from bot.errors import NluUnavailable
 from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
 from bot.nlu.client import BotReply, Entity, NluClient, ParseResult
@@ -115,6 +114,7 @@ class ConversationService:
         failpoints: Failpoints = NO_FAILPOINTS,
         language_detector: LanguageDetector = GENERIC,
         unmasked_slots: frozenset[str] = frozenset(),
+        turn_locks: TurnLocks | None = None,
     ) -> None:
         self.store = store
         self.unmasked_slots = unmasked_slots
@@ -124,14 +124,8 @@ class ConversationService:
         self.max_message_chars = max_message_chars
         self.failpoints = failpoints
         self.journal = store.journal
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[conversation_id] = lock
-        return lock
+        # one turn of a conversation at a time; in a cluster, across nodes
+        self.turn_locks: TurnLocks = turn_locks or LocalTurnLocks()
 
     async def handle(
         self,
@@ -151,8 +145,7 @@ class ConversationService:
         durable, before the turn (a chat channel acknowledges it there). Earlier messages of
         the conversation left unanswered by a crash are answered first (``recovered``).
         """
-        lock = self._lock(conversation_id)
-        async with lock:
+        async with self.turn_locks.hold(conversation_id):
             return await self._handle(
                 conversation_id, text, channel, language, client_id, payload, on_stored
             )
@@ -160,7 +153,7 @@ class ConversationService:
     async def recover(self, conversation_id: str) -> list[TurnResult]:
         """Answer the conversation's messages that were stored (and acknowledged) but whose turn
         never completed because the process died: each once, oldest first."""
-        async with self._lock(conversation_id):
+        async with self.turn_locks.hold(conversation_id):
             return await self._recover(conversation_id, before_id=None)
 
     async def _recover(self, conversation_id: str, before_id: int | None) -> list[TurnResult]:
@@ -230,10 +223,12 @@ class ConversationService:
         return await self.nlu.parse(self.for_nlu(clean_text(text)))
 
     async def add_agent_message(self, conversation_id: str, text: str) -> MessageRecord:
-        """Store what a person handling the conversation wrote to the customer (masked)."""
-        row, _ = await self.store.conversations.add_message_once(
-            conversation_id, "agent", redact(text), MessageStatus.SENT
-        )
+        """Store what a person handling the conversation wrote to the customer (masked); under
+        the turn lock, so a conversation's messages are committed in the order of their ids."""
+        async with self.turn_locks.hold(conversation_id):
+            row, _ = await self.store.conversations.add_message_once(
+                conversation_id, "agent", redact(text), MessageStatus.SENT
+            )
         return row
 
     async def add_service_line(
@@ -241,9 +236,10 @@ class ConversationService:
     ) -> MessageRecord:
         """Store a line the service said outside a turn (a greeting, a notice, a transfer): its
         own template, holding no customer data, stored as written (a SIP URI stays readable)."""
-        row, _ = await self.store.conversations.add_message_once(
-            conversation_id, sender, text, MessageStatus.SENT
-        )
+        async with self.turn_locks.hold(conversation_id):
+            row, _ = await self.store.conversations.add_message_once(
+                conversation_id, sender, text, MessageStatus.SENT
+            )
         return row
 
     async def record_answered(
@@ -251,7 +247,7 @@ class ConversationService:
     ) -> MessageRecord:
         """Store a customer message that a channel answered itself, outside the dialogue (the
         phone's "are you calling about your chat?"): masked, and marked processed."""
-        async with self._lock(conversation_id):
+        async with self.turn_locks.hold(conversation_id):
             row, _ = await self.store.conversations.add_message_once(
                 conversation_id, "user", redact(text), MessageStatus.PROCESSED
             )

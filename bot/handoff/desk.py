@@ -45,6 +45,10 @@ DISPATCH_INTERVAL_S = 1.0
 # what turns that never completed (nor were taken up again) left in the action journal
 JOURNAL_KEPT = timedelta(days=1)
 RECOVERY_POLL_S = 1.0
+# work done once whichever node is alive: leases renewed at every pass, lapsing when a node dies
+DISPATCHER_LEASE = "dispatcher"
+RECOVERY_LEASE = "recovery"
+LEASE_TTL_S = 5.0
 DISPOSITIONS = ("resolved", "not_resolved", "follow_up", "wrong_queue", "spam")
 RETURNED_TEXTS = {
     "it": "Sono di nuovo l'assistente virtuale: il collega mi ha ripassato la conversazione. "
@@ -103,6 +107,7 @@ class Desk:
         hub: Hub,
         settings: DeskSettings,
         notifier: HandoffNotifier | None = None,
+        node_id: str = "node",
     ) -> None:
         self.store = store
         self.back_office = back_office
@@ -112,6 +117,7 @@ class Desk:
         self.hub = hub
         self.settings = settings
         self.notifier = notifier
+        self.node_id = node_id
         self.queue = store.handoffs
         self.agents = store.agents
 
@@ -205,11 +211,9 @@ class Desk:
 
     async def refresh_queue(self, queue: str) -> None:
         """Tell every connected customer of ``queue`` their position and estimated wait."""
-        waiting = [
-            (position, h)
-            for position, h in enumerate(await self.queue.waiting([queue]), start=1)
-            if self.hub.is_connected(h.conversation_id)
-        ]
+        in_queue = list(enumerate(await self.queue.waiting([queue]), start=1))
+        connected = await self.hub.connected([h.conversation_id for _, h in in_queue])
+        waiting = [(position, h) for position, h in in_queue if h.conversation_id in connected]
         if not waiting:
             return
         pace = await self.queue_pace(queue)
@@ -410,7 +414,8 @@ class Desk:
             await self._after_change(handoff)
         for handoff in await self.queue.waiting():
             if handoff.channel == "chat" and (
-                self.hub.absent_for_s(handoff.conversation_id) > self.settings.abandon_after_s
+                await self.hub.absent_for_s(handoff.conversation_id)
+                > self.settings.abandon_after_s
             ):
                 try:
                     gone = await self.queue.apply(handoff.id, ABANDON, Actor.system(), now=now)
@@ -418,7 +423,7 @@ class Desk:
                     continue
                 await self._after_change(gone)
         for agent in await self.agents.available_for():
-            if not self.hub.console_open(agent.id):
+            if not await self.hub.console_open(agent.id):
                 continue
             accepted, offered = await self.queue.load_of(agent.id)
             if offered or accepted >= agent.capacity:
@@ -443,21 +448,61 @@ class Desk:
             )
             await self._after_change(handoff)
 
-    async def run_recovery(self) -> None:
+    async def run_recovery(self, *, again_every_s: float | None = None) -> None:
         """Once the NLU answers, take up the messages a crash left unanswered (a restart's
-        first job; new messages of those conversations wait for it, in order)."""
+        first job; new messages of those conversations wait for it, in order). In a cluster
+        (``again_every_s``) it goes on: a node that died leaves messages the others answer,
+        one node at a time (the ``recovery`` lease)."""
         while True:
             if await self.nlu.is_ready():
                 break
             await asyncio.sleep(RECOVERY_POLL_S)
-        count = await self.take_up_unanswered()
-        if count:
-            log.warning("answered customer messages a crash had left", extra={"count": count})
+        while True:
+            if await self.store.leases.claim(RECOVERY_LEASE, self.node_id, LEASE_TTL_S):
+                try:
+                    count = await self.take_up_unanswered()
+                except BotError:
+                    log.exception("taking up unanswered messages failed")
+                    count = 0
+                if count:
+                    log.warning(
+                        "answered customer messages a crash had left", extra={"count": count}
+                    )
+            if again_every_s is None:
+                return
+            await asyncio.sleep(again_every_s)
 
     async def run_dispatcher(self) -> None:
+        """Offers, their expiry and abandonment, by one node at a time (the ``dispatcher``
+        lease, renewed at every pass; another node takes it over once it lapses)."""
         while True:
             try:
-                await self.tick()
+                if await self.store.leases.claim(DISPATCHER_LEASE, self.node_id, LEASE_TTL_S):
+                    await self.tick()
             except BotError:
                 log.exception("dispatcher pass failed")
             await asyncio.sleep(DISPATCH_INTERVAL_S)
+
+    async def release_leases(self) -> None:
+        """A node stopping hands its work over at once instead of letting the leases lapse."""
+        for name in (DISPATCHER_LEASE, RECOVERY_LEASE):
+            await self.store.leases.release(name, self.node_id)
+
+    # what a hub between nodes reads back from the store (``LiveReader``)
+
+    async def messages_after(self, conversation_id: str, after_seq: int) -> list[Frame]:
+        rows = await self.store.conversations.messages(conversation_id, after_id=after_seq)
+        return [message_frame(m) for m in rows if m.sender != "user"]
+
+    async def console_message(self, seq: int, handoff_id: str) -> Frame | None:
+        handoff = await self.queue.get_handoff(handoff_id)
+        if handoff is None:
+            return None
+        row = await self.store.conversations.message(seq)
+        if row is None or row.conversation_id != handoff.conversation_id:
+            return None
+        return {
+            **message_frame(row),
+            "handoff_id": handoff.id,
+            "conversation_id": handoff.conversation_id,
+        }

@@ -20,7 +20,7 @@ import time
 
 import aiohttp
 
-from bot.store.protocols import PendingWebhook, WebhookQueue
+from bot.store.protocols import Leases, PendingWebhook, WebhookQueue
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,13 @@ ATTEMPTS = 4
 BACKOFF_S = (1.0, 4.0, 15.0)
 TIMEOUT_S = 5.0
 POLL_S = 5.0  # also look for events written while nobody woke us (another process, a restart)
+# the sender's lease: renewed before each event; a node killed while delivering lets it lapse, and
+# the next holder sends that event again (at least once; receivers drop repeats by event_id)
+LEASE_TTL_S = 15.0
+
+
+class _LeaseLost(Exception):
+    """Another node holds the receiver's lease now: it delivers from the stored cursor."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -58,10 +65,20 @@ def webhook_body(item: PendingWebhook) -> bytes:
 class WebhookSender:
     """Posts every handoff event of the outbox to ``url``, one at a time, in event order."""
 
-    def __init__(self, outbox: WebhookQueue, secret: str) -> None:
+    def __init__(
+        self,
+        outbox: WebhookQueue,
+        secret: str,
+        leases: Leases | None = None,
+        node_id: str = "node",
+    ) -> None:
         self.url = outbox.url
         self.secret = secret
         self.outbox = outbox
+        # one sender per receiver in a cluster: the node holding the receiver's lease
+        self.leases = leases
+        self.node_id = node_id
+        self.lease = "webhooks:" + hashlib.sha256(outbox.url.encode()).hexdigest()[:16]
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._position = 0
@@ -82,6 +99,8 @@ class WebhookSender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.leases is not None:  # another node takes over now, not at the lapse
+            await self.leases.release(self.lease, self.node_id)
 
     async def drain(self) -> None:
         """Wait until every event stored so far was delivered or given up (tests, shutdown)."""
@@ -90,25 +109,42 @@ class WebhookSender:
         async with self._progress:
             await self._progress.wait_for(lambda: self._position >= target)
 
+    async def _holds_lease(self) -> bool:
+        if self.leases is None:
+            return True
+        return await self.leases.claim(self.lease, self.node_id, LEASE_TTL_S)
+
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        held = self.leases is None
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self._wake.clear()
-                batch = await self.outbox.pending(self._position)
+                was_held, held = held, await self._holds_lease()
+                if held and not was_held:  # another node may have delivered meanwhile
+                    self._position = await self.outbox.cursor()
+                batch = await self.outbox.pending(self._position) if held else []
                 for item in batch:
-                    delivered = await self._deliver(session, item)
+                    try:
+                        delivered = await self._deliver(session, item)
+                    except _LeaseLost:
+                        held = False
+                        break
                     await self.outbox.advance(item.event_id, failed=not delivered)
                     async with self._progress:
                         self._position = item.event_id
                         self._progress.notify_all()
                 if not batch:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_S)
+                        await asyncio.wait_for(
+                            self._wake.wait(), POLL_S if held else LEASE_TTL_S / 2
+                        )
 
     async def _deliver(self, session: aiohttp.ClientSession, item: PendingWebhook) -> bool:
         body = webhook_body(item)
         for attempt in range(ATTEMPTS):
+            if not await self._holds_lease():  # renewed before every attempt
+                raise _LeaseLost
             timestamp = str(int(time.time()))
             headers = {
                 "Content-Type": "application/json",

@@ -1,14 +1,16 @@
 """``MemoryHub``: the in-process backend of the ``Hub``, for a single node.
 
 Subscriptions live in this process's memory; a socket on another process sees nothing of them.
+``RedisHub`` builds on it: what its nodes deliver locally, they deliver through this.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Collection
 
-from bot.live.hub import Frame, Subscription, Wants
+from bot.live.hub import Frame, LiveReader, Subscription, Wants
 
 
 class MemoryHub:
@@ -18,10 +20,19 @@ class MemoryHub:
         self._disconnected_at: dict[str, float] = {}
         self.started_at = time.monotonic()
 
+    async def start(self, reader: LiveReader) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
     # customers
 
     def join_conversation(self, conversation_id: str) -> Subscription:
-        sub = Subscription()
+        sub = Subscription(conversation_id=conversation_id)
         self._conversations[conversation_id].add(sub)
         self._disconnected_at.pop(conversation_id, None)
         return sub
@@ -36,14 +47,26 @@ class MemoryHub:
             self._disconnected_at[conversation_id] = time.monotonic()
 
     def is_connected(self, conversation_id: str) -> bool:
+        """Whether the customer has a socket open on this node."""
         return bool(self._conversations.get(conversation_id))
 
-    def absent_for_s(self, conversation_id: str) -> float:
-        """Seconds since the customer's last socket closed (or since the service started)."""
+    async def connected(self, conversation_ids: Collection[str]) -> set[str]:
+        return {c for c in conversation_ids if self.is_connected(c)}
+
+    def local_absent_for_s(self, conversation_id: str) -> float:
         if self.is_connected(conversation_id):
             return 0.0
         since = self._disconnected_at.get(conversation_id, self.started_at)
         return time.monotonic() - since
+
+    async def absent_for_s(self, conversation_id: str) -> float:
+        return self.local_absent_for_s(conversation_id)
+
+    def local_conversations(self) -> list[str]:
+        return list(self._conversations)
+
+    def subscriptions_of(self, conversation_id: str) -> list[Subscription]:
+        return list(self._conversations.get(conversation_id, ()))
 
     def to_conversation(self, conversation_id: str, frame: Frame) -> None:
         for sub in list(self._conversations.get(conversation_id, ())):
@@ -56,12 +79,23 @@ class MemoryHub:
         self._consoles.add(sub)
         return sub
 
-    def console_open(self, agent_id: str) -> bool:
-        """Whether the agent has a console connected (offers go only to someone watching)."""
+    def local_console_open(self, agent_id: str) -> bool:
         return any(sub.agent_id == agent_id for sub in self._consoles)
+
+    async def console_open(self, agent_id: str) -> bool:
+        """Whether the agent has a console connected (offers go only to someone watching)."""
+        return self.local_console_open(agent_id)
+
+    def local_console_agents(self) -> set[str]:
+        return {sub.agent_id for sub in self._consoles if sub.agent_id is not None}
 
     def leave_consoles(self, sub: Subscription) -> None:
         self._consoles.discard(sub)
+
+    def drop_consoles(self) -> None:
+        """Drop every console: each reconnects and fetches what it may have missed."""
+        for sub in list(self._consoles):
+            sub.drop()
 
     def to_consoles(
         self, frame: Frame, *, queue: str | None = None, agent_id: str | None = None

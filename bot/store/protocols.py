@@ -336,6 +336,7 @@ class ConversationRecords(Protocol):
         intent: str | None = None,
         confidence: float | None = None,
     ) -> None: ...
+    async def message(self, message_id: int) -> MessageRecord | None: ...
     async def messages(
         self, conversation_id: str, after_id: int = 0
     ) -> Sequence[MessageRecord]: ...
@@ -425,6 +426,18 @@ class Figures(Protocol):
     async def window_figures(self, since: datetime) -> WindowFigures: ...
 
 
+class Leases(Protocol):
+    """Work done by one node at a time (``bot/store/sql/leases.py``)."""
+
+    async def claim(
+        self, name: str, holder: str, ttl_s: float, now: datetime | None = None
+    ) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s`` seconds; False if another holds it."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None: ...
+
+
 class Store(Protocol):
     """The store of record as the core sees it: one object per aggregate."""
 
@@ -438,3 +451,5 @@ class Store(Protocol):
     def journal(self) -> ActionAnswers: ...
     @property
     def metrics(self) -> Figures: ...
+    @property
+    def leases(self) -> Leases: ...

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from bot.channels.web.keys import CHAT_CONFIG, CHAT_LIMITER, DESK, PRINCIPAL, RU
 from bot.channels.web.openapi import openapi_document
 from bot.channels.web.ratelimit import RateLimiter
 from bot.conversation.service import TurnResult
+from bot.conversation.turn_locks import TurnBusy
 from bot.errors import BadRequest, Conflict, Forbidden, NotFound
 from bot.handoff.webhooks import WebhookSender
 from bot.runtime import Runtime
@@ -32,6 +32,7 @@ from bot.runtime import Runtime
 log = logging.getLogger(__name__)
 
 CONVERSATION_ID_MAX = 64
+CLUSTER_RECOVERY_S = 2.0  # how often a cluster looks for messages a dead node left unanswered
 PUBLIC_API = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
@@ -97,6 +98,10 @@ async def domain_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return _error(403, "forbidden", str(exc))
     except BadRequest as exc:
         return _error(400, "bad_request", str(exc))
+    except TurnBusy as exc:  # nothing was stored: the caller may send it again
+        response = _error(503, "busy", str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
 
 
 async def database_ready(runtime: Runtime) -> bool:
@@ -126,8 +131,11 @@ async def healthz(request: web.Request) -> web.Response:
     database = await database_ready(runtime)
     parts = {"rasa": rasa_ready, "database": database, **runtime.readiness.parts()}
     not_ready = sorted(part for part, ready in parts.items() if not ready)
+    draining = runtime.readiness.draining
+    if draining:  # leaving: no new chats, whatever its parts say (the proxy sends them elsewhere)
+        not_ready = sorted([*not_ready, "draining"])
     body: dict[str, Any] = {
-        "status": "degraded" if not_ready else "ok",
+        "status": "draining" if draining else "degraded" if not_ready else "ok",
         "not_ready": not_ready,
         "rasa": rasa,
         "database": {"ready": database},
@@ -202,7 +210,11 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     if sender is not None:
         await sender.start()
     dispatcher = asyncio.create_task(desk.run_dispatcher())
-    recovery = asyncio.create_task(desk.run_recovery())
+    # in a cluster, recovery goes on: a node that dies leaves messages for the others
+    clustered = app[RUNTIME].settings.clustered
+    recovery = asyncio.create_task(
+        desk.run_recovery(again_every_s=CLUSTER_RECOVERY_S if clustered else None)
+    )
     try:
         yield
     finally:
@@ -212,6 +224,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
                 await task
         if sender is not None:
             await sender.stop()
+        await desk.release_leases()
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -219,18 +232,6 @@ async def close_sockets(app: web.Application) -> None:
     sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"service restarting")
-
-
-def secret_key(runtime: Runtime) -> bytes:
-    """A key kept in the data directory, so resume tokens survive a restart."""
-    path = runtime.settings.data_dir / "secret_key"
-    if path.exists():
-        return bytes.fromhex(path.read_text(encoding="utf-8").strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    path.write_text(key.hex() + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return key
 
 
 def make_app(runtime: Runtime) -> web.Application:
@@ -241,7 +242,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app[DESK] = runtime.desk
     app[CHAT_CONFIG] = ChatConfig(
-        secret=secret_key(runtime),
+        secret=runtime.resume_key,
         identity_secret=settings.identity_secret,
         allowed_origins=frozenset(settings.chat_origins),
     )

@@ -21,6 +21,7 @@ from bot.backoffice.protocol import BackOfficeUnavailable
 from bot.channels.web.ratelimit import RateLimiter
 from bot.conversation.identity import IdentityError, resume_token, resume_token_ok, verify_identity
 from bot.conversation.state import ConversationState
+from bot.conversation.turn_locks import TurnBusy
 from bot.errors import BotError, Conflict, NotFound
 from bot.handoff.desk import Desk, message_frame
 from bot.live.hub import Frame, Subscription
@@ -34,6 +35,8 @@ CLIENT_ID_MAX = 64
 PAYLOAD_MAX = 200
 CLOSE_UNSUPPORTED = 1003
 CLOSE_HELLO_REQUIRED = 4400
+CLOSE_RESUME = 1013  # try again: the client reconnects and resumes from its last seq
+BUSY_RETRY_MS = 1000
 CLIENT_TYPES = {"hello", "message", "typing", "rating", "leave", "ping"}
 
 
@@ -97,7 +100,10 @@ class ChatConnection:
     async def _write(self) -> None:
         assert self.sub is not None
         while True:
-            frame = await self.sub.inbox.get()
+            frame = await self.sub.next_frame()
+            if frame is None:  # dropped (it fell behind): the widget resumes from its last_seq
+                await self.ws.close(code=CLOSE_RESUME, message=b"reconnect and resume")
+                return
             try:
                 await self.ws.send_json(frame)
             except ConnectionResetError:  # the browser went away; the store has everything
@@ -265,15 +271,26 @@ class ChatConnection:
         async def stored(message_id: int) -> None:
             self.send({"type": "ack", "id": client_id, "seq": message_id})
 
-        turn = await self.desk.customer_message(
-            self.conversation_id,
-            text,
-            channel="chat",
-            language=self.language,
-            client_id=client_id,
-            payload=payload,
-            on_stored=stored,
-        )
+        try:
+            turn = await self.desk.customer_message(
+                self.conversation_id,
+                text,
+                channel="chat",
+                language=self.language,
+                client_id=client_id,
+                payload=payload,
+                on_stored=stored,
+            )
+        except TurnBusy:  # another node's turn of this conversation outlasted the wait
+            self.send(
+                _error(
+                    "busy",
+                    "the conversation is busy; the message was not stored",
+                    id=client_id,
+                    retry_after_ms=BUSY_RETRY_MS,
+                )
+            )
+            return
         if turn.error in ("empty", "too_long"):
             self.send(_error(turn.error, "the message was stored but not processed", id=client_id))
 

@@ -18,6 +18,7 @@ STATIC = Path(__file__).parent / "static"
 CONSOLE_MODULES = STATIC / "console"
 # aiohttp's own table says application/javascript on Python < 3.12; RFC 9239 names text/javascript
 JAVASCRIPT = "text/javascript; charset=utf-8"
+CLOSE_RESYNC = 1013  # try again: the console reconnects and fetches its lists again
 PERSONAL_FRAMES = {"message", "typing", "handoff_ended", "offer"}
 
 
@@ -65,7 +66,10 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
 
     async def write() -> None:
         while True:
-            frame = await sub.inbox.get()
+            frame = await sub.next_frame()
+            if frame is None:  # dropped: the console reconnects and fetches what it missed
+                await ws.close(code=CLOSE_RESYNC, message=b"reconnect and fetch again")
+                return
             try:
                 await ws.send_json(frame)
             except ConnectionResetError:  # the console went away

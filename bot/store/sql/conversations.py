@@ -194,6 +194,10 @@ class SqlConversations:
                 .values(status=status, intent=intent, confidence=confidence)
             )
 
+    async def message(self, message_id: int) -> Message | None:
+        async with self.db.session() as s:
+            return await s.get(Message, message_id)
+
     async def messages(self, conversation_id: str, after_id: int = 0) -> Sequence[Message]:
         async with self.db.session() as s:
             result = await s.scalars(

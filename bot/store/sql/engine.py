@@ -24,6 +24,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from bot.store.sql.tables import Base
 
+# the PostgreSQL advisory lock under which a node creates or extends the tables
+SCHEMA_LOCK_KEY = 0x7472696167
+
 
 def _enable_sqlite_wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL with synchronous=NORMAL: every commit survives a crash of the process; only an OS
@@ -87,6 +90,8 @@ class Database:
         """Create the tables of ``metadata`` that are missing and add the nullable columns a
         newer release brought (the core's, and an embedded back office's own)."""
         async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # nodes starting together create them once
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             await conn.run_sync(metadata.create_all)
             await conn.run_sync(_add_missing_columns, metadata)
 

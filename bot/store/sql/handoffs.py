@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import utcnow
@@ -30,7 +31,7 @@ from bot.handoff.state import (
 )
 from bot.store.protocols import Actor, HandoffRecord, NewHandoff
 from bot.store.sql.engine import Sessions
-from bot.store.sql.tables import Conversation, Handoff, HandoffEvent
+from bot.store.sql.tables import Agent, Conversation, Handoff, HandoffEvent
 
 HANDLE_TIME_SAMPLE = 20
 
@@ -96,6 +97,8 @@ class SqlHandoffs:
         if transition is TRANSFER or transition is EXPIRE_OFFER:
             changes.setdefault("agent_id", None)
         async with self.db.session() as s:
+            if transition is ACCEPT and actor.agent_id is not None:
+                await self._check_capacity(s, actor.agent_id)
             result = await s.execute(update(Handoff).where(and_(*conditions)).values(**changes))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 current = await s.get(Handoff, handoff_id)
@@ -127,6 +130,23 @@ class SqlHandoffs:
                 .values(**conversation_values)
             )
         return handoff
+
+    @staticmethod
+    async def _check_capacity(s: AsyncSession, agent_id: str) -> None:
+        """An agent accepts no more conversations than their capacity. The agent's row is
+        locked first (PostgreSQL), so accepts by one agent on several nodes take turns."""
+        capacity = await s.scalar(
+            select(Agent.capacity).where(Agent.id == agent_id).with_for_update()
+        )
+        if capacity is None:  # the service token, not a person: no seats to count
+            return
+        held = await s.scalar(
+            select(func.count())
+            .select_from(Handoff)
+            .where(Handoff.agent_id == agent_id, Handoff.state == HandoffState.ACCEPTED)
+        )
+        if (held or 0) >= capacity:
+            raise Conflict(f"you already hold {held} conversations, your capacity")
 
     async def waiting(self, queues: Collection[str] | None = None) -> Sequence[Handoff]:
         """Customers waiting (queued or offered), in service order, optionally of some queues."""

@@ -3,7 +3,8 @@
 One ``Database`` (``engine.py``) and, over it, one object per aggregate: conversations with
 their messages and flow outcomes (``conversations.py``), handoffs and their queue
 (``handoffs.py``), agents and their sessions (``agents.py``), the action journal
-(``action_journal.py``), the supervisor's figures (``metrics.py``). The webhook outbox
+(``action_journal.py``), the supervisor's figures (``metrics.py``), the leases of work done
+once (``leases.py``). The webhook outbox
 (``webhook_outbox.py``) is one per receiver. The core sees all of them through
 ``bot/store/protocols.py``.
 """
@@ -20,6 +21,7 @@ from bot.store.sql.agents import SqlAgents
 from bot.store.sql.conversations import SqlConversations
 from bot.store.sql.engine import Database
 from bot.store.sql.handoffs import SqlHandoffs
+from bot.store.sql.leases import LocalLeases, SqlLeases
 from bot.store.sql.metrics import SqlMetrics
 
 
@@ -31,6 +33,10 @@ class SqlStore:
         self.agents = SqlAgents(db)
         self.journal = ActionJournal(db)
         self.metrics = SqlMetrics(db)
+        # leases matter where several nodes share the database; SQLite serves one node
+        self.leases: SqlLeases | LocalLeases = (
+            SqlLeases(db) if db.engine.dialect.name == "postgresql" else LocalLeases()
+        )
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> SqlStore:

@@ -200,3 +200,25 @@ class AgentSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class Lease(Base):
+    """Work that one node at a time does (the dispatcher, a webhook receiver's sender): held by
+    ``holder`` until ``expires_at``, renewed while it works; a node that dies lets it lapse."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+
+
+class SharedSecret(Base):
+    """A key generated once for the whole service (resume tokens, the API token): the first
+    node to start makes it, every other node reads it, so what one signs all accept."""
+
+    __tablename__ = "shared_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]

@@ -9,12 +9,16 @@ was first seen, not from history.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+from bot.clock import utcnow
 from bot.store.protocols import PendingWebhook
 from bot.store.sql.engine import Sessions
 from bot.store.sql.tables import Handoff, HandoffEvent, WebhookCursor
+
+GAP_GRACE_S = 5.0  # longer than any transaction that writes a handoff event
 
 
 class WebhookOutbox:
@@ -32,15 +36,30 @@ class WebhookOutbox:
             s.add(WebhookCursor(url=self.url, last_event_id=newest or 0, failed=0))
             return newest or 0
 
-    async def pending(self, after_id: int, limit: int = 100) -> Sequence[PendingWebhook]:
+    async def pending(
+        self, after_id: int, limit: int = 100, now: datetime | None = None
+    ) -> Sequence[PendingWebhook]:
+        """The webhook events after ``after_id``, in order, up to the first gap in the ids that
+        may still fill: on PostgreSQL, transactions of several nodes commit out of id order,
+        and an id missing now may be a transaction about to commit. A gap older than
+        ``GAP_GRACE_S`` is a rolled-back id and is passed."""
+        now = now or utcnow()
         async with self.store.session() as s:
             rows = await s.execute(
                 select(HandoffEvent, Handoff)
                 .join(Handoff, Handoff.id == HandoffEvent.handoff_id)
-                .where(HandoffEvent.id > after_id, HandoffEvent.webhook.is_not(None))
+                .where(HandoffEvent.id > after_id)
                 .order_by(HandoffEvent.id)
                 .limit(limit)
             )
+            events = []
+            expected = after_id + 1
+            for e, h in rows.all():
+                if e.id != expected and e.at > now - timedelta(seconds=GAP_GRACE_S):
+                    break  # an earlier event may still commit: wait for it
+                expected = e.id + 1
+                if e.webhook is not None:
+                    events.append((e, h))
             return [
                 PendingWebhook(
                     event_id=e.id,
@@ -54,7 +73,7 @@ class WebhookOutbox:
                     customer_id=h.customer_id,
                     channel=h.channel,
                 )
-                for e, h in rows.all()
+                for e, h in events
             ]
 
     async def newest(self) -> int:

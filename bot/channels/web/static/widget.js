@@ -566,8 +566,10 @@
 
   function onError(f) {
     const item = typeof f.id === 'string' ? pending.find((p) => p.id === f.id) : null;
-    if (f.code === 'rate_limited') {
-      if (Date.now() - lastRateNotice > 5000) { notice(T.errors.rate_limited, true); lastRateNotice = Date.now(); }
+    // rate_limited: too fast; busy: the service is still answering this conversation elsewhere.
+    // Neither stored the message: it is sent again after the wait the server asks for.
+    if (f.code === 'rate_limited' || f.code === 'busy') {
+      if (f.code === 'rate_limited' && Date.now() - lastRateNotice > 5000) { notice(T.errors.rate_limited, true); lastRateNotice = Date.now(); }
       if (item) {
         const wait = Math.min(Math.max(Number(f.retry_after_ms) || 1000, 250), 60000);
         clearTimeout(item.timer);

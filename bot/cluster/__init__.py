@@ -1,0 +1,1 @@
+"""What several nodes share beyond the store: locks held across nodes (Redis)."""
