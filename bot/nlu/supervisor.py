@@ -1,7 +1,9 @@
 """``RasaSupervisor``: runs the Rasa server on loopback, restarts it when it dies, reports health.
 
-Rasa keeps its dialogue trackers in SQLite in the data directory (``triage_rasa.tracker_store``),
-so a restart of the Rasa process does not lose the state of the conversations in progress.
+Rasa keeps its dialogue trackers (``triage_rasa.tracker_store``) in SQLite in the data directory
+or, in a cluster (``tracker_db_url``), in the shared PostgreSQL, where any node's Rasa can
+continue any conversation; either way a restart of the Rasa process does not lose the state of
+the conversations in progress.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import signal
 import time
@@ -17,8 +20,10 @@ from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from bot.errors import NluUnavailable
+from bot.errors import ConfigError, NluUnavailable
 from bot.nlu.training import RASA_LAUNCHER_MODULE, rasa_env
 
 log = logging.getLogger(__name__)
@@ -54,16 +59,58 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def write_endpoints(path: Path, action_url: str, tracker_db: Path) -> None:
+DATABASE_URL_KEY = "TRIAGE_DATABASE_URL"  # where the URL given to the supervisor comes from
+# libpq's names of asyncpg's ``ssl`` modes (the same words)
+LIBPQ_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+# query parameters of SQLAlchemy's asyncpg dialect that mean nothing to libpq
+ASYNCPG_ONLY_PARAMETERS = frozenset(
+    {"prepared_statement_cache_size", "prepared_statement_name_func"}
+)
+
+
+def libpq_url(database_url: str) -> str:
+    """The gateway's PostgreSQL URL (``postgresql+asyncpg://...``) as the libpq URL that Rasa's
+    tracker store connects with (psycopg2): same user, password, host, port and database."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:  # its message quotes the URL, password and all
+        raise ConfigError(f"{DATABASE_URL_KEY} cannot be parsed as a URL") from None
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"{DATABASE_URL_KEY}: Rasa's trackers are shared in PostgreSQL only, "
+            f"not {url.get_backend_name()}"
+        )
+    query: dict[str, str | tuple[str, ...]] = {
+        key: value for key, value in url.query.items() if key not in ASYNCPG_ONLY_PARAMETERS
+    }
+    ssl = query.pop("ssl", None)
+    if ssl is not None:
+        if ssl not in LIBPQ_SSL_MODES:
+            raise ConfigError(f"{DATABASE_URL_KEY}: ssl={ssl!r} is not one of libpq's ssl modes")
+        query["sslmode"] = ssl
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+
+
+def write_endpoints(
+    path: Path, action_url: str, tracker_db: Path, tracker_db_url: str | None = None
+) -> None:
+    """Rasa's endpoints: the gateway's action webhook, and the project's tracker store, on the
+    SQLite file ``tracker_db`` or, given ``tracker_db_url`` (a libpq URL), on PostgreSQL. The
+    file may hold the database password: only its owner may read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if tracker_db_url:
+        where = f"  url: {json.dumps(tracker_db_url)}\n"
+    else:
+        where = f"  db: {json.dumps(str(tracker_db))}\n"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text(
         "# Written by triage serve; edits are overwritten.\n"
         f"action_endpoint:\n  url: {action_url!r}\n"
         # Our actions never read the domain: do not serialise it into every action call.
         "  enable_selective_domain: true\n"
-        # triage_rasa.tracker_store: durable in SQLite, live trackers kept in memory
-        f"tracker_store:\n  type: {TRACKER_STORE!r}\n"
-        f"  db: {str(tracker_db)!r}\n",
+        # triage_rasa.tracker_store: durable in SQLite or PostgreSQL, live trackers in memory
+        f"tracker_store:\n  type: {TRACKER_STORE!r}\n{where}",
         encoding="utf-8",
     )
 
@@ -88,8 +135,13 @@ class RasaSupervisor:
         action_url: str,
         start_timeout_s: float = 180.0,
         worker: int = 0,
+        tracker_db_url: str | None = None,
     ) -> None:
+        """``tracker_db_url``: the gateway's PostgreSQL URL (``postgresql+asyncpg://...``) to
+        keep Rasa's trackers in, shared by the nodes of a cluster; None: SQLite in
+        ``data_dir``."""
         self.rasa_python = rasa_python
+        self.tracker_db_url = libpq_url(tracker_db_url) if tracker_db_url else None
         self.worker = worker
         self.log_path = data_dir / "logs" / ("rasa.log" if worker == 0 else f"rasa-{worker}.log")
         self.model = model
@@ -125,7 +177,12 @@ class RasaSupervisor:
 
     async def _spawn(self) -> None:
         endpoints = self.data_dir / "rasa" / "endpoints.yml"
-        write_endpoints(endpoints, self.action_url, self.data_dir / "rasa" / "trackers.db")
+        write_endpoints(
+            endpoints,
+            self.action_url,
+            self.data_dir / "rasa" / "trackers.db",
+            self.tracker_db_url,
+        )
         credentials = self.data_dir / "rasa" / "credentials.yml"
         write_credentials(credentials)
         log_path = self.log_path
@@ -160,7 +217,10 @@ class RasaSupervisor:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        log.info("rasa starting", extra={"pid": self._proc.pid, "port": self.port})
+        trackers = "postgresql" if self.tracker_db_url else "sqlite"  # never the URL: a password
+        log.info(
+            "rasa starting", extra={"pid": self._proc.pid, "port": self.port, "trackers": trackers}
+        )
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s

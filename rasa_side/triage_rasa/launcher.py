@@ -1,4 +1,4 @@
-"""Runs the Rasa CLI, in the Rasa environment, with four fixes applied first.
+"""Runs the Rasa CLI, in the Rasa environment, with five fixes applied first.
 
 1. ``skops.io`` is imported first. Rasa 3.6 loads its LogisticRegressionClassifier with skops,
    whose first import builds a table of trusted types by scanning every module already imported.
@@ -19,6 +19,8 @@
    objects, and each full collection walked all of them: 315-335 ms, during which no message is
    answered (the longest bot replies under chat load). What the process creates afterwards
    (trackers, requests) is collected as before.
+5. A tracker store error fails the turn instead of being answered from a blank dialogue (see
+   ``_tracker_store_errors_fail_the_turn``).
 
 It also imports the package's ``tracker_store`` and ``channel`` (named in the endpoints and
 credentials files the gateway writes) before Rasa does: Rasa replaces a tracker store it cannot
@@ -113,6 +115,24 @@ def _freeze_after_model_load() -> None:
     agent_module.load_agent = load_agent_then_freeze
 
 
+def _tracker_store_errors_fail_the_turn() -> None:
+    """Rasa wraps the tracker store in a ``FailSafeTrackerStore`` that, when the store fails,
+    answers from a blank in-memory dialogue (a read) or keeps the turn in memory only (a save),
+    and still answers 200. With the trackers in a database on the network that would silently
+    restart or fork a customer's dialogue: the error fails the turn instead, and the gateway
+    tells the customer and answers the message later."""
+    from rasa.core import agent as agent_module
+    from rasa.core.tracker_store import FailSafeTrackerStore  # type: ignore[import-not-found]
+
+    def reraise(error: Exception) -> None:
+        raise error
+
+    def fail_loudly(store: Any) -> Any:
+        return FailSafeTrackerStore(store, on_tracker_store_error=reraise)
+
+    agent_module.FailSafeTrackerStore = fail_loudly
+
+
 def _resolve_event_types_by_table() -> None:
     import rasa.shared.utils.common as common  # type: ignore[import-not-found]
     from rasa.shared.core import events  # type: ignore[import-not-found]
@@ -135,6 +155,7 @@ if __name__ == "__main__":
     _validate_action_results_once()
     _resolve_event_types_by_table()
     _freeze_after_model_load()
+    _tracker_store_errors_fail_the_turn()
     from triage_rasa import channel, tracker_store  # noqa: F401  (see the docstring)
 
     sys.argv[0] = "rasa"
