@@ -11,12 +11,17 @@ DEBIAN_TEST_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requireme
 DEBIAN_CLUSTER_PACKAGES := $(shell grep -hv '^\#' requirements-debian.txt requirements-debian-cluster.txt | xargs)
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: run test train lint typecheck pytest bench rasa-env gateway-env system-deps test-system-deps debian-packages clean
+.PHONY: run cluster cluster-system-deps test train lint typecheck pytest bench rasa-env gateway-env system-deps test-system-deps debian-packages clean
 
 run: gateway-env rasa-env system-deps ## install, train when the data changed, start the service
 	$(VENV)/bin/triage train
 	$(VENV)/bin/triage models download it en --if-possible
 	$(VENV)/bin/triage serve
+
+# A cluster on this machine: two nodes on the local PostgreSQL and Redis, HAProxy and Kamailio
+# in front (docs/cluster.md). `make run` stays the single node on SQLite.
+cluster: gateway-env rasa-env cluster-system-deps ## two nodes, HAProxy and Kamailio on this machine
+	$(VENV)/bin/triage cluster up
 
 test: gateway-env rasa-env test-system-deps lint typecheck pytest ## install what the tests need, run them
 
@@ -42,6 +47,9 @@ $(RASA_VENV)/.installed: requirements-rasa.txt rasa_side/pyproject.toml
 
 system-deps: ## Debian packages the service needs (installed when root, else the command is printed)
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_PACKAGES)"
+
+cluster-system-deps: ## ... and those of a cluster on one machine (haproxy, kamailio)
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_CLUSTER_PACKAGES)"
 
 test-system-deps: ## ... and those the tests need too
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_TEST_PACKAGES)"

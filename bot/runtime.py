@@ -191,13 +191,19 @@ async def open_cluster_parts(
     on one node, nothing (the desk and the service use their in-process defaults)."""
     if not settings.clustered:
         return None, None
+    from sqlalchemy.engine import make_url
+
     from bot.cluster.turn_locks import RedisTurnLocks
     from bot.live.redis_hub import RedisHub
 
-    hub = RedisHub(settings.redis_url, settings.node_id, routing.queues)
+    # the cluster's name in Redis: its database's, so clusters on one Redis never mix
+    namespace = make_url(settings.effective_database_url).database or "default"
+    hub = RedisHub(settings.redis_url, settings.node_id, routing.queues, namespace)
     readiness.expect(LIVE_HUB)
     hub.on_state = lambda up: readiness.ready(LIVE_HUB) if up else readiness.gone(LIVE_HUB)
-    locks = RedisTurnLocks(hub.redis, settings.node_id, settings.turn_lock_wait_s)
+    locks = RedisTurnLocks(
+        hub.redis, settings.node_id, settings.turn_lock_wait_s, namespace=namespace
+    )
     log.info("cluster node", extra={"node": settings.node_id})
     return hub, locks
 
@@ -279,6 +285,8 @@ async def open_runtime(
                         settings.action_url,
                         settings.rasa_start_timeout_s,
                         worker=worker,
+                        # in a cluster, any node's Rasa continues any dialogue
+                        tracker_db_url=settings.database_url if settings.clustered else None,
                     )
                     for worker in range(settings.rasa_workers)
                 ]

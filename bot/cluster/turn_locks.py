@@ -2,10 +2,10 @@
 
 On a node, the turns of a conversation first queue on a local ``asyncio.Lock`` (so a node asks
 Redis once per turn, not once per waiter); the holder then takes the Redis key
-``triage:turn:<conversation>`` with ``SET NX PX`` and a random token, renews it while the turn
-runs and deletes it only if it still holds it (a Lua compare-and-delete). A node that dies holding
-it lets it lapse after ``ttl_s``. A turn that cannot have the lock within ``wait_s`` raises
-``TurnBusy``: the message was not stored, and the client sends it again.
+``triage:turn:<namespace>:<conversation>`` with ``SET NX PX`` and a random token, renews it while
+the turn runs and deletes it only if it still holds it (a Lua compare-and-delete). A node that
+dies holding it lets it lapse after ``ttl_s``. A turn that cannot have the lock within ``wait_s``
+raises ``TurnBusy``: the message was not stored, and the client sends it again.
 
 While Redis cannot be reached the lock is local only (logged): a customer's socket is on one node,
 so what is lost is only the guarantee for two nodes working on one conversation at the same
@@ -41,9 +41,15 @@ RENEW = (
 
 class RedisTurnLocks:
     def __init__(
-        self, redis: aioredis.Redis, node_id: str, wait_s: float, ttl_s: float = TTL_S
+        self,
+        redis: aioredis.Redis,
+        node_id: str,
+        wait_s: float,
+        ttl_s: float = TTL_S,
+        namespace: str = "default",
     ) -> None:
         self.redis = redis
+        self.prefix = f"{KEY_PREFIX}{namespace}:"
         self.node_id = node_id
         self.wait_s = wait_s
         self.ttl_s = ttl_s
@@ -53,7 +59,7 @@ class RedisTurnLocks:
     @contextlib.asynccontextmanager
     async def hold(self, conversation_id: str) -> AsyncIterator[None]:
         async with self.local.hold(conversation_id):
-            key = KEY_PREFIX + conversation_id
+            key = self.prefix + conversation_id
             token = f"{self.node_id}:{secrets.token_hex(8)}"
             held = await self._acquire(key, token)
             renewal = asyncio.create_task(self._renew(key, token)) if held else None

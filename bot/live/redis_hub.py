@@ -1,10 +1,10 @@
 """``RedisHub``: the ``Hub`` of a cluster, over Redis pub/sub (redis-py's asyncio client).
 
 Each node delivers to its own sockets through a ``MemoryHub`` and publishes what it delivered
-for the other nodes, after the commit, on channels per conversation (``triage:c:<id>``), queue
-(``triage:q:<queue>``) and agent (``triage:a:<id>``), plus ``triage:all`` for console events
-that concern everyone and for resynchronisation. A publication carries ids, never the only copy
-of anything:
+for the other nodes, after the commit, on channels per conversation (``triage:<ns>:c:<id>``),
+queue (``triage:<ns>:q:<queue>``) and agent (``triage:<ns>:a:<id>``), plus ``triage:<ns>:all``
+for console events that concern everyone and for resynchronisation. A publication carries
+ids, never the only copy of anything:
 
 * a message carries its ``seq`` (its id in the store); the receiving node reads the messages its
   sockets have not seen from the store (``LiveReader``) and delivers them in order;
@@ -46,29 +46,41 @@ from bot.live.memory import MemoryHub
 log = logging.getLogger(__name__)
 
 PREFIX = "triage:"
-ALL = PREFIX + "all"
 PRESENCE_REFRESH_S = 5.0
-PRESENCE_TTL_S = 30.0
+PRESENCE_TTL_S = 15.0
 LEFT_KEPT_S = 86400
 POLL_S = 0.05  # the subscriber applies (un)subscriptions between reads this often
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0)
 SEEN_PUBLICATIONS = 2048  # console publications sent on two channels are delivered once
 
 
-def conversation_channel(conversation_id: str) -> str:
-    return f"{PREFIX}c:{conversation_id}"
+@dataclass(frozen=True)
+class Names:
+    """The channels and keys of one cluster: ``triage:<namespace>:...``, so that two clusters
+    (a test beside a demo, say) on one Redis never hear each other (pub/sub ignores the
+    database number)."""
 
+    prefix: str
 
-def queue_channel(queue: str) -> str:
-    return f"{PREFIX}q:{queue}"
+    @classmethod
+    def of(cls, namespace: str) -> Names:
+        return cls(f"{PREFIX}{namespace}:")
 
+    @property
+    def all(self) -> str:
+        return self.prefix + "all"
 
-def agent_channel(agent_id: str) -> str:
-    return f"{PREFIX}a:{agent_id}"
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.prefix}c:{conversation_id}"
 
+    def queue(self, queue: str) -> str:
+        return f"{self.prefix}q:{queue}"
 
-def _presence_key(kind: str, ident: str) -> str:
-    return f"{PREFIX}live:{kind}:{ident}"
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}a:{agent_id}"
+
+    def presence(self, kind: str, ident: str) -> str:
+        return f"{self.prefix}live:{kind}:{ident}"
 
 
 @dataclass
@@ -78,8 +90,11 @@ class _Publication:
 
 
 class RedisHub:
-    def __init__(self, url: str, node_id: str, queues: Collection[str]) -> None:
+    def __init__(
+        self, url: str, node_id: str, queues: Collection[str], namespace: str = "default"
+    ) -> None:
         self.local = MemoryHub()
+        self.names = Names.of(namespace)
         self.node_id = node_id
         self.queues = tuple(queues)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
@@ -150,7 +165,7 @@ class RedisHub:
         try:
             if await self._alive("c", [conversation_id]):
                 return 0.0
-            left = await self.redis.get(_presence_key("left", conversation_id))
+            left = await self.redis.get(self.names.presence("left", conversation_id))
         except (RedisError, OSError):
             return 0.0  # unknown: nobody is abandoned while Redis is away
         since = float(left) if left else self._started_wall
@@ -163,7 +178,7 @@ class RedisHub:
             body.update(k="m", s=frame["seq"])
         else:
             body.update(k="f", f=frame)
-        self._publish((conversation_channel(conversation_id),), body)
+        self._publish((self.names.conversation(conversation_id),), body)
 
     # consoles
 
@@ -200,12 +215,12 @@ class RedisHub:
         channels = tuple(
             c
             for c in (
-                queue_channel(queue) if queue else None,
-                agent_channel(agent_id) if agent_id else None,
+                self.names.queue(queue) if queue else None,
+                self.names.agent(agent_id) if agent_id else None,
             )
             if c
         )
-        self._publish(channels or (ALL,), body)
+        self._publish(channels or (self.names.all,), body)
 
     # publishing
 
@@ -229,7 +244,8 @@ class RedisHub:
                 await self._send(batch)
                 if self._lost_publications:  # tell every node to read again what it missed
                     self._lost_publications = False
-                    await self.redis.publish(ALL, json.dumps({"k": "resync", "o": self.node_id}))
+                    resync = json.dumps({"k": "resync", "o": self.node_id})
+                    await self.redis.publish(self.names.all, resync)
                 attempt = 0
             except (RedisError, OSError):
                 # the store has everything: the other nodes catch up after the resync
@@ -250,14 +266,14 @@ class RedisHub:
                     count += 1
                 continue
             op, kind, ident = item
-            key = _presence_key(kind, ident)
+            key = self.names.presence(kind, ident)
             if op == "join":
                 pipe.hset(key, self.node_id, now + PRESENCE_TTL_S)
                 pipe.pexpire(key, int(PRESENCE_TTL_S * 1000))
             else:
                 pipe.hdel(key, self.node_id)
                 if kind == "c":
-                    pipe.set(_presence_key("left", ident), now, ex=LEFT_KEPT_S)
+                    pipe.set(self.names.presence("left", ident), now, ex=LEFT_KEPT_S)
         if len(pipe):
             await pipe.execute()
         self.published += count
@@ -269,7 +285,7 @@ class RedisHub:
             return set()
         pipe = self.redis.pipeline(transaction=False)
         for ident in ids:
-            pipe.hvals(_presence_key(kind, ident))
+            pipe.hvals(self.names.presence(kind, ident))
         now = time.time()
         results = await pipe.execute()
         return {
@@ -288,20 +304,21 @@ class RedisHub:
     async def _forget_presence(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for ident in self.local.local_conversations():
-            pipe.hdel(_presence_key("c", ident), self.node_id)
+            pipe.hdel(self.names.presence("c", ident), self.node_id)
         for agent in self.local.local_console_agents():
-            pipe.hdel(_presence_key("a", agent), self.node_id)
+            pipe.hdel(self.names.presence("a", agent), self.node_id)
         if len(pipe):
             await pipe.execute()
 
     # subscribing
 
     def _wanted(self) -> set[str]:
-        wanted = {ALL} | {conversation_channel(c) for c in self.local.local_conversations()}
+        wanted = {self.names.all}
+        wanted |= {self.names.conversation(c) for c in self.local.local_conversations()}
         agents = self.local.local_console_agents()
         if agents:
-            wanted |= {agent_channel(a) for a in agents}
-            wanted |= {queue_channel(q) for q in self.queues}
+            wanted |= {self.names.agent(a) for a in agents}
+            wanted |= {self.names.queue(q) for q in self.queues}
         return wanted
 
     async def _subscribe_loop(self) -> None:
@@ -350,8 +367,9 @@ class RedisHub:
             await pubsub.unsubscribe(*sorted(gone))
         self._subscribed = wanted
         for channel in new:
-            if channel.startswith(f"{PREFIX}c:"):
-                await self._catch_up(channel.removeprefix(f"{PREFIX}c:"))
+            conversation = self.names.conversation("")
+            if channel.startswith(conversation):
+                await self._catch_up(channel.removeprefix(conversation))
 
     async def _on_publication(self, data: bytes | str) -> None:
         try:
