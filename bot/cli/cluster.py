@@ -31,6 +31,7 @@ KAMAILIO_DIR = PROJECT_ROOT / "deploy" / "kamailio"
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
 HEALTH_INTERVAL_MS = 1000  # the proxy's probe; a node is out after two failures
+OBSERVE = "observe layer4 error-limit 1 on-error mark-down"  # or at the first refused connection
 
 
 @dataclass
@@ -105,8 +106,9 @@ defaults
     # an open chat or console socket idles between frames (the sockets ping every 30 s)
     timeout tunnel 1h
     timeout http-keep-alive 10s
-    retries 2
-    option redispatch
+    # a connection refused by a node that died goes to another node at once
+    retries 3
+    option redispatch 1
 
 frontend triage
     bind 127.0.0.1:{layout.http_port}
@@ -117,7 +119,8 @@ backend nodes
     option httpchk
     http-check send meth GET uri /healthz
     http-check expect status 200
-    default-server inter {HEALTH_INTERVAL_MS}ms fall 2 rise 2
+    # probed every second; a node that refuses connections is taken out at the first error
+    default-server inter {HEALTH_INTERVAL_MS}ms fastinter 250ms fall 2 rise 2 {OBSERVE}
 {servers}
 """
 

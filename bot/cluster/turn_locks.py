@@ -28,7 +28,7 @@ from bot.conversation.turn_locks import LocalTurnLocks, TurnBusy
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "triage:turn:"
-TTL_S = 6.0
+TTL_S = 3.0  # renewed every second while held; a dead holder's lapses within 3 s
 RETRY_S = (0.005, 0.01, 0.02, 0.05, 0.1)
 RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

@@ -148,6 +148,18 @@ class Desk:
         await self._publish(turn)
         return turn
 
+    async def take_up(self, conversation_id: str) -> int:
+        """Answer what a crash left unanswered in one conversation (its customer is back,
+        maybe on another node than the one that died); returns how many."""
+        try:
+            turns = await self.conversations.recover(conversation_id)
+        except BotError:  # busy past the bounded wait, or the store: the recovery pass retries
+            log.warning("taking up a resumed conversation failed; the recovery pass will")
+            return 0
+        for turn in turns:
+            await self._publish(turn)
+        return len(turns)
+
     async def take_up_unanswered(self) -> int:
         """Answer every customer message left unanswered by a crash (stored and acknowledged,
         its turn never recorded), conversation by conversation; returns how many."""

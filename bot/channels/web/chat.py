@@ -70,6 +70,7 @@ class ChatConnection:
         self.conversation_id: str | None = None
         self.language: str | None = None
         self.sub: Subscription | None = None
+        self.recovery: asyncio.Task[int] | None = None
 
     def send(self, frame: Frame) -> None:
         assert self.sub is not None
@@ -182,6 +183,9 @@ class ChatConnection:
             self.send({"type": "history", "messages": shown})
             for frame in await desk.status_frames(conversation.id):
                 self.send(frame)
+            if await desk.store.conversations.unanswered_messages(conversation.id):
+                # a node died with a turn of it in flight: answer it now, not at the next pass
+                self.recovery = asyncio.create_task(desk.take_up(conversation.id))
 
     async def _resumable(self, resume: Any, notices: list[Frame]) -> ConversationRecord | None:
         if not isinstance(resume, dict):
