@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import secrets
@@ -51,6 +52,23 @@ from bot.nlu.training import TrainingInputs, ensure_model
 from bot.runtime import open_runtime
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# set while the desk handles a customer message: what runs then is the message's hot path (the
+# actions of a flow run in the action webhook's own tasks, counted apart)
+HOT_PATH: contextvars.ContextVar[bool] = contextvars.ContextVar("hot_path", default=False)
+COUNTS: EngineCounts  # the hot path's counts (set by ``costs``)
+PER_MESSAGE: list[int] = []  # hot-path round trips of each customer message
+
+
+async def one_message(desk: Any, conversation_id: str, text: str) -> None:
+    before = COUNTS.round_trips
+    token = HOT_PATH.set(True)
+    try:
+        await desk.customer_message(
+            conversation_id, text, channel="chat", client_id=secrets.token_hex(6)
+        )
+    finally:
+        HOT_PATH.reset(token)
+    PER_MESSAGE.append(COUNTS.round_trips - before)
 ASYNCPG_BASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 
 
@@ -115,9 +133,11 @@ class EngineCounts:
 class Phase:
     messages: int = 0
     engine: EngineCounts = field(default_factory=EngineCounts)
+    engine_all: EngineCounts = field(default_factory=EngineCounts)
     pg_transactions: int = 0
     redis: dict[str, int] = field(default_factory=dict)
     published_bytes: int = 0
+    per_message: list[int] = field(default_factory=list)
 
 
 def per_message(phase: Phase) -> dict[str, Any]:
@@ -128,7 +148,13 @@ def per_message(phase: Phase) -> dict[str, Any]:
         "messages": phase.messages,
         "gateway_pg_round_trips": round(phase.engine.round_trips / n, 2),
         "gateway_pg_statements": round(phase.engine.statements / n, 2),
+        "gateway_pg_round_trips_distribution": {
+            str(k): phase.per_message.count(k) for k in sorted(set(phase.per_message))
+        },
         "gateway_pg_transactions": round(phase.engine.commits / n, 2),
+        "gateway_pg_round_trips_with_actions_and_background": round(
+            phase.engine_all.round_trips / n, 2
+        ),
         "all_pg_transactions": round(phase.pg_transactions / n, 2),
         "redis_publications": round(publish / n, 2),
         "redis_other_commands": round(other / n, 2),
@@ -154,15 +180,25 @@ async def costs(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                 chat_burst=1000,
             )
             async with open_runtime(settings, reuse_rasa=False, model=model) as runtime:
-                counts = EngineCounts()
+                global COUNTS
+                counts = COUNTS = EngineCounts()  # in the turn itself (HOT_PATH set)
+                everything = EngineCounts()  # also the actions of flows and background work
                 sync_engine = runtime.store.engine.sync_engine
 
                 def on_statement(*_: Any) -> None:
-                    counts.statements += 1
+                    everything.statements += 1
+                    if HOT_PATH.get():
+                        counts.statements += 1
 
                 def on(kind: str) -> Any:
-                    def count(*_: Any) -> None:
-                        setattr(counts, kind, getattr(counts, kind) + 1)
+                    def count(conn: Any, *_: Any) -> None:
+                        # a session for one statement runs in autocommit: its BEGIN and COMMIT
+                        # events send nothing to the server
+                        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                            return
+                        setattr(everything, kind, getattr(everything, kind) + 1)
+                        if HOT_PATH.get():
+                            setattr(counts, kind, getattr(counts, kind) + 1)
 
                     return count
 
@@ -174,8 +210,8 @@ async def costs(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                 await desk.run_recovery()  # waits for Rasa
                 # warm-up (not counted): prepared statements, caches, Rasa's first turns
                 await replay(desk, args.conversations // 4 or 1, "warm")
-                bot = await measured(desk, counts, database, args, "bot")
-                relayed = await measured(desk, counts, database, args, "relayed")
+                bot = await measured(desk, counts, everything, database, args, "bot")
+                relayed = await measured(desk, counts, everything, database, args, "relayed")
     return {"bot_turns": per_message(bot), "messages_in_a_handoff": per_message(relayed)}
 
 
@@ -188,9 +224,7 @@ async def replay(desk: Any, conversations: int, run: str) -> int:
         sub = desk.hub.join_conversation(conversation_id)
         try:
             for step in script.steps:
-                await desk.customer_message(
-                    conversation_id, step.text, channel="chat", client_id=secrets.token_hex(6)
-                )
+                await one_message(desk, conversation_id, step.text)
                 sent += 1
         finally:
             desk.hub.leave_conversation(conversation_id, sub)
@@ -206,9 +240,9 @@ async def in_handoff(desk: Any, conversations: int, per_conversation: int) -> in
         try:
             await desk.customer_message(conversation_id, "voglio parlare con un operatore",
                                         channel="chat", client_id=secrets.token_hex(6))
+            await asyncio.sleep(0.5)  # the queue updates of the new handoff are out
             for j in range(per_conversation):
-                await desk.customer_message(conversation_id, f"messaggio {j}", channel="chat",
-                                            client_id=secrets.token_hex(6))
+                await one_message(desk, conversation_id, f"messaggio {j}")
                 sent += 1
         finally:
             desk.hub.leave_conversation(conversation_id, sub)
@@ -216,10 +250,17 @@ async def in_handoff(desk: Any, conversations: int, per_conversation: int) -> in
 
 
 async def measured(
-    desk: Any, counts: EngineCounts, database: str, args: argparse.Namespace, kind: str
+    desk: Any,
+    counts: EngineCounts,
+    everything: EngineCounts,
+    database: str,
+    args: argparse.Namespace,
+    kind: str,
 ) -> Phase:
     await asyncio.sleep(0.5)  # publications of what came before are out
     engine_before = EngineCounts(**vars(counts))
+    all_before = EngineCounts(**vars(everything))
+    PER_MESSAGE.clear()
     pg_before = await pg_transactions(database)
     redis_before = await redis_commands(args.redis_url)
     published_before = getattr(desk.hub, "published", 0)
@@ -233,6 +274,7 @@ async def measured(
     phase = Phase(
         messages=messages,
         engine=counts.minus(engine_before),
+        engine_all=everything.minus(all_before),
         pg_transactions=await pg_transactions(database) - pg_before,
         redis={
             k: v - redis_before.get(k, 0)
@@ -241,6 +283,7 @@ async def measured(
         },
     )
     phase.published_bytes = getattr(desk.hub, "published", 0) - published_before
+    phase.per_message = list(PER_MESSAGE)
     return phase
 
 
@@ -552,14 +595,18 @@ def print_failover(f: dict[str, Any]) -> None:
 
 
 def print_costs(figures: dict[str, Any]) -> None:
-    print("\nper customer message        gateway PG round trips (stmts, txns)  all PG txns  "
-          "Redis publications  other Redis commands")
+    print("\nper customer message        hot-path PG round trips (stmts, txns)  +actions/bg  "
+          "all PG txns  Redis publications  other Redis commands")
     for name, f in figures.items():
         print(
             f"{name:28s} {f['gateway_pg_round_trips']:6.2f} ({f['gateway_pg_statements']:.2f}, "
-            f"{f['gateway_pg_transactions']:.2f}){'':18s}{f['all_pg_transactions']:6.2f}"
+            f"{f['gateway_pg_transactions']:.2f}){'':19s}"
+            f"{f['gateway_pg_round_trips_with_actions_and_background']:6.2f}{'':6s}"
+            f"{f['all_pg_transactions']:6.2f}"
             f"{f['redis_publications']:14.2f}{f['redis_other_commands']:18.2f}"
         )
+        print(f"{'':28s} hot-path round trips: messages: "
+              f"{f['gateway_pg_round_trips_distribution']}")
         print(f"{'':28s} Redis: {f['redis_commands_by_name']}")
 
 

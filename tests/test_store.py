@@ -13,8 +13,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from bot.clock import utcnow
+from bot.conversation.state import ConversationState, MessageStatus, turn_key
 from bot.errors import NotFound
-from bot.store.protocols import NewHandoff
+from bot.store.protocols import ActionKey, NewHandoff, SlotAsked
 from bot.store.sql.store import SqlStore
 from bot.store.sql.tables import Conversation
 
@@ -334,3 +335,70 @@ async def test_a_client_id_is_stored_once_per_conversation(store: SqlStore) -> N
     assert first[1] and not again[1] and elsewhere[1]
     assert first[0].id == again[0].id != elsewhere[0].id
     assert [m.text for m in await store.conversations.messages("cid-1")] == ["ciao"]
+
+
+async def test_receive_stores_a_message_once_and_says_what_came_before(store: SqlStore) -> None:
+    conversations = store.conversations
+    first = await conversations.receive("c-recv", "chat", "buongiorno", client_id="m1")
+    assert first.created and first.new_conversation and not first.earlier_unanswered
+    assert (first.conversation.id, first.conversation.channel) == ("c-recv", "chat")
+    assert (first.message.text, first.message.status, first.message.sender) == (
+        "buongiorno",
+        "received",
+        "user",
+    )
+    second = await conversations.receive("c-recv", "chat", "ci sei?", client_id="m2")
+    assert second.created and not second.new_conversation
+    assert second.earlier_unanswered  # the first one's turn never completed
+    assert second.message.id > first.message.id
+    again = await conversations.receive("c-recv", "chat", "ci sei?", client_id="m2")
+    assert not again.created and again.message.id == second.message.id
+    assert again.earlier_unanswered  # m1, before it, is still unanswered
+    await conversations.mark_message(first.message.id, MessageStatus.PROCESSED)
+    await conversations.mark_message(second.message.id, MessageStatus.PROCESSED)
+    third = await conversations.receive("c-recv", "chat", "grazie", client_id="m3")
+    assert not third.earlier_unanswered
+    rows = await conversations.messages("c-recv")
+    assert [m.text for m in rows] == ["buongiorno", "ci sei?", "grazie"]
+
+
+async def test_record_turn_marks_the_message_stores_replies_and_notes_the_slot(
+    store: SqlStore,
+) -> None:
+    conversations = store.conversations
+    received = await conversations.receive("c-turn", "chat", "vorrei pagare", client_id="x")
+    key = turn_key(received.message.id)
+    await store.journal.record(ActionKey("c-turn", key, "action_verify", 0), 200, {"events": []})
+    replies = await conversations.record_turn(
+        "c-turn",
+        received.message.id,
+        "check_balance",
+        0.93,
+        [("Mi dà il codice cliente?", []), ("Grazie", [{"title": "Sì", "payload": "/affirm"}])],
+        awaiting=SlotAsked("customer_code"),
+    )
+    assert [(r.text, r.sender, r.status) for r in replies] == [
+        ("Mi dà il codice cliente?", "bot", "sent"),
+        ("Grazie", "bot", "sent"),
+    ]
+    assert replies[0].id < replies[1].id and replies[0].id > received.message.id
+    assert replies[1].buttons == [{"title": "Sì", "payload": "/affirm"}]
+    (stored, *_) = await conversations.messages("c-turn")
+    assert (stored.status, stored.intent, stored.confidence) == ("processed", "check_balance", 0.93)
+    assert (await conversations.get_conversation("c-turn")).awaiting_slot == "customer_code"
+    assert not await store.journal.has_entries("c-turn", key)  # the turn's journal is dropped
+    none = await conversations.record_turn("c-turn", replies[0].id, None, None, [])
+    assert none == []
+
+
+async def test_a_message_to_a_conversation_with_a_person_is_relayed_not_a_turn(
+    store: SqlStore,
+) -> None:
+    conversations = store.conversations
+    await conversations.receive("c-rel", "chat", "voglio un operatore", client_id="a")
+    await conversations.update_conversation("c-rel", state=ConversationState.QUEUED)
+    waiting = await conversations.receive("c-rel", "chat", "ci siete?", client_id="b")
+    assert waiting.message.status in ("relayed", "received")  # PostgreSQL: relayed at once
+    if store.is_postgres:
+        assert waiting.message.status == "relayed"
+    assert (await conversations.get_conversation("c-rel")).state == "queued"

@@ -178,17 +178,19 @@ class ConversationService:
         payload: str | None,
         on_stored: Callable[[int], Awaitable[None]] | None = None,
     ) -> TurnResult:
-        conversation = await self.store.conversations.ensure_conversation(conversation_id, channel)
         # stored masked (cards, IBANs, tax codes, phones, e-mails); ``_turn`` masks the NLU's copy
         masked = redact(raw)
-        row, created = await self.store.conversations.add_message_once(
-            conversation_id, "user", masked, client_id=client_id, payload=payload
+        received = await self.store.conversations.receive(
+            conversation_id, channel, masked, client_id=client_id, payload=payload
         )
+        conversation, row, created = received.conversation, received.message, received.created
         self.failpoints.reach(Failpoint.MESSAGE_STORED)
         if on_stored is not None:
             await on_stored(row.id)
         self.failpoints.reach(Failpoint.MESSAGE_ACKED)
-        earlier = tuple(await self._recover(conversation_id, before_id=row.id))
+        earlier: tuple[TurnResult, ...] = ()
+        if received.earlier_unanswered:
+            earlier = tuple(await self._recover(conversation_id, before_id=row.id))
         if not created:
             if row.status != MessageStatus.RECEIVED:
                 return TurnResult(
@@ -205,7 +207,15 @@ class ConversationService:
                 raw, payload = row.text, row.payload
         if earlier:
             conversation = await self.store.conversations.get_conversation(conversation_id)
-        turn = await self._turn(conversation, row, raw, language, payload, resumed=not created)
+        turn = await self._turn(
+            conversation,
+            row,
+            raw,
+            language,
+            payload,
+            resumed=not created,
+            new_conversation=received.new_conversation,
+        )
         return replace(turn, recovered=earlier)
 
     @staticmethod
@@ -272,13 +282,16 @@ class ConversationService:
         payload: str | None,
         *,
         resumed: bool,
+        new_conversation: bool = False,
     ) -> TurnResult:
+        """``new_conversation``: this message created it (no earlier turn to look for)."""
         conversation_id, message_id = conversation.id, row.id
         key = turn_key(message_id)
         if conversation.state in WITH_A_PERSON and not (
             resumed and await self._began_before(conversation_id, key)
         ):
-            await self.store.conversations.mark_message(message_id, MessageStatus.RELAYED)
+            if row.status != MessageStatus.RELAYED:  # the store may have stored it so already
+                await self.store.conversations.mark_message(message_id, MessageStatus.RELAYED)
             return TurnResult(
                 conversation_id,
                 message_id,
@@ -295,9 +308,10 @@ class ConversationService:
         lang = conversation.language
         if lang is None:
             lang = language or self.language_detector.detect(text)
-            if lang is not None:
+            if lang is not None:  # before the turn: its actions (a handoff) read it
                 await self.store.conversations.update_conversation(conversation_id, language=lang)
         reply_lang = lang or DEFAULT_LANGUAGE
+        decided_now = lang is not None and conversation.language is None
 
         if not text or len(text) > self.max_message_chars:
             error = "empty" if not text else "too_long"
@@ -305,9 +319,10 @@ class ConversationService:
             return await self._system_reply(conversation_id, message_id, reply_lang, error)
 
         try:
-            decided_now = lang is not None and conversation.language is None
-            if decided_now and await self.store.conversations.has_processed_messages(
-                conversation_id
+            if (
+                decided_now
+                and not new_conversation
+                and await self.store.conversations.has_processed_messages(conversation_id)
             ):
                 # an earlier message had no language evidence: Rasa's session has the default
                 await self.nlu.set_slots(conversation_id, {"language": lang})

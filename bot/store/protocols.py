@@ -196,6 +196,19 @@ class NewHandoff:
 
 
 @dataclass(frozen=True)
+class Received:
+    """A customer message as stored: its conversation, its row, whether this call stored it
+    (False: a resend of one already stored), whether earlier customer messages of the
+    conversation are still unanswered, and whether the message created the conversation."""
+
+    conversation: ConversationRecord
+    message: MessageRecord
+    created: bool
+    earlier_unanswered: bool
+    new_conversation: bool = False  # this message created the conversation
+
+
+@dataclass(frozen=True)
 class SlotAsked:
     """The slot a form asks the customer for after a turn (None: none is asked for)."""
 
@@ -336,6 +349,15 @@ class ConversationRecords(Protocol):
         intent: str | None = None,
         confidence: float | None = None,
     ) -> None: ...
+    async def receive(
+        self,
+        conversation_id: str,
+        channel: str,
+        text: str,
+        *,
+        client_id: str | None = None,
+        payload: str | None = None,
+    ) -> Received: ...
     async def message(self, message_id: int) -> MessageRecord | None: ...
     async def messages(
         self, conversation_id: str, after_id: int = 0

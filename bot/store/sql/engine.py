@@ -57,15 +57,26 @@ def _add_missing_columns(conn: Connection, metadata: MetaData) -> None:
 
 
 class Sessions(Protocol):
-    """What an aggregate needs: a session whose transaction commits when the block ends."""
+    """What an aggregate needs: a session whose transaction commits when the block ends, and
+    one for a single statement, which commits by itself (``single``)."""
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+    def single(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+    @property
+    def is_postgres(self) -> bool: ...
 
 
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # One statement needs no BEGIN and COMMIT around it: on PostgreSQL each of those is a
+        # round trip of its own, two of the three a single read or write would cost.
+        self._single = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> Database:
@@ -98,7 +109,19 @@ class Database:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def single(self) -> AsyncIterator[AsyncSession]:
+        """A session for one statement, which commits on its own (autocommit): a read, or a
+        write that is whole in one statement. Never for two statements that must hold
+        together."""
+        async with self._single() as session:
             yield session

@@ -210,7 +210,7 @@ class SqlHandoffs:
     async def active_for_conversation(self, conversation_id: str) -> Handoff | None:
         """The conversation's handoff that is waiting or accepted, if any."""
         live = [*WAITING, HandoffState.ACCEPTED]
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return await s.scalar(
                 select(Handoff)
                 .where(
@@ -295,12 +295,12 @@ class SqlHandoffs:
         return handoff
 
     async def get_handoff(self, handoff_id: str) -> Handoff | None:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return await s.get(Handoff, handoff_id)
 
     async def handoff_of_turn(self, conversation_id: str, turn_message: str) -> Handoff | None:
         """The handoff that the turn of this customer message created, if any."""
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return await s.scalar(
                 select(Handoff)
                 .where(

@@ -51,6 +51,14 @@ class SqlStore:
         """A session of the database (an embedded back office keeps its tables here too)."""
         return self.db.session()
 
+    def single(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session for one statement that commits by itself."""
+        return self.db.single()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.db.is_postgres
+
     async def create_tables(self, metadata: MetaData) -> None:
         await self.db.create_tables(metadata)
 
