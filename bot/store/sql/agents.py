@@ -64,7 +64,7 @@ class SqlAgents:
         return token
 
     async def get(self, agent_id: str) -> Agent:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             agent = await s.get(Agent, agent_id)
         if agent is None:
             raise NotFound(f"agent {agent_id!r} does not exist")
@@ -75,7 +75,7 @@ class SqlAgents:
             return (await s.scalars(select(Agent).order_by(Agent.id))).all()
 
     async def by_token(self, token: str) -> Agent | None:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return await s.scalar(select(Agent).where(Agent.token_hash == token_digest(token)))
 
     async def check_password(self, agent_id: str, password: str) -> Agent | None:
@@ -92,7 +92,7 @@ class SqlAgents:
             await s.execute(update(Agent).where(Agent.id == agent_id).values(presence=presence))
 
     async def available_for(self, queue: str | None = None) -> list[Agent]:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             agents = (await s.scalars(select(Agent).where(Agent.presence == "available"))).all()
         return [a for a in agents if queue is None or queue in a.queues]
 

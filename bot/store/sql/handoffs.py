@@ -153,14 +153,14 @@ class SqlHandoffs:
         query = select(Handoff).where(Handoff.state.in_([s.value for s in WAITING]))
         if queues is not None:
             query = query.where(Handoff.queue.in_(sorted(queues)))
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return (await s.scalars(query.order_by(Handoff.queue, *_waiting_order()))).all()
 
     async def callbacks(self, queues: Collection[str] | None = None) -> Sequence[Handoff]:
         query = select(Handoff).where(Handoff.state == HandoffState.CALLBACK_REQUESTED)
         if queues is not None:
             query = query.where(Handoff.queue.in_(sorted(queues)))
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return (await s.scalars(query.order_by(Handoff.created_at))).all()
 
     async def position(self, handoff: HandoffRecord) -> int:
@@ -173,7 +173,7 @@ class SqlHandoffs:
 
     async def head(self, queues: Collection[str]) -> Handoff | None:
         """The first queued (not offered) customer across ``queues``."""
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return await s.scalar(
                 select(Handoff)
                 .where(Handoff.state == HandoffState.QUEUED, Handoff.queue.in_(sorted(queues)))
@@ -182,7 +182,7 @@ class SqlHandoffs:
             )
 
     async def expired_offers(self, now: datetime) -> Sequence[str]:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return (
                 await s.scalars(
                     select(Handoff.id).where(
@@ -193,14 +193,14 @@ class SqlHandoffs:
 
     async def load_of(self, agent_id: str) -> tuple[int, int]:
         """(accepted conversations, open offers) of an agent."""
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             rows = (await s.execute(select(Handoff.state).where(_held_by(agent_id)))).all()
         accepted = sum(1 for (state,) in rows if state == HandoffState.ACCEPTED)
         return accepted, len(rows) - accepted
 
     async def of_agent(self, agent_id: str) -> Sequence[Handoff]:
         """The handoffs an agent holds now (accepted) or is offered."""
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return (
                 await s.scalars(
                     select(Handoff).where(_held_by(agent_id)).order_by(Handoff.accepted_at)
@@ -222,7 +222,7 @@ class SqlHandoffs:
             )
 
     async def events(self, handoff_id: str) -> Sequence[HandoffEvent]:
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             return (
                 await s.scalars(
                     select(HandoffEvent)
@@ -233,7 +233,7 @@ class SqlHandoffs:
 
     async def mean_handle_time(self, queue: str) -> timedelta | None:
         """Mean time from accept to close over the queue's last closed handoffs."""
-        async with self.db.session() as s:
+        async with self.db.single() as s:
             rows = (
                 await s.execute(
                     select(Handoff.accepted_at, Handoff.ended_at)
