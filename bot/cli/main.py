@@ -1,5 +1,11 @@
-"""The ``triage`` command: train, serve, nlu, shell, eval, test, agents, domain, models, say,
-call."""
+"""The ``triage`` command: train, serve, drain, cluster, nlu, shell, eval, test, agents, domain,
+models, say, call.
+
+``triage serve`` stops at once on SIGINT (Ctrl-C); SIGTERM (``triage drain``, a service manager)
+drains it first: ``/healthz`` says ``draining``, the SIP bridge refuses new calls and answers
+probes 503, and the calls in progress may end for up to ``TRIAGE_DRAIN_TIMEOUT_S``; a second
+SIGTERM (or a SIGINT) stops it then and there.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ from aiohttp import web
 
 from bot.cli.agents import ADMIN_ID, ensure_first_account
 from bot.cli.agents import add_parsers as add_agent_parsers
+from bot.cli.cluster import add_parsers as add_cluster_parsers
 from bot.cli.domain import add_parsers as add_domain_parsers
+from bot.cli.drain import add_parsers as add_drain_parsers
+from bot.cli.drain import pid_file, remove_pid_file, write_pid_file
 from bot.cli.voice import add_parsers as add_voice_parsers
 from bot.config.phone_lines import load_phone_lines
 from bot.config.settings import Settings, load_pack_selection, load_settings
@@ -29,8 +38,10 @@ from bot.live.hub import Frame
 from bot.nlu.client import ParseResult
 from bot.nlu.training import TrainingInputs, ensure_model
 from bot.packs.loader import PackError, load_pack
+from bot.readiness import Readiness
 from bot.runtime import open_runtime
 from voice.errors import VoiceError
+from voice.sip.agent import SipUserAgent
 
 log = logging.getLogger("triage")
 
@@ -64,6 +75,14 @@ async def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        await _serve(settings)
+    finally:
+        remove_pid_file(pid_file(settings.data_dir))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
     async with open_runtime(settings, reuse_rasa=False) as runtime:
         from bot.channels.phone.line import open_phone_line
         from bot.channels.web.app import make_app
@@ -104,25 +123,58 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"triage: phone line (SIP over UDP) on {host}:{port}; call")
                 for language in ("it", "en"):
                     print(f"        sip:{lines.number_for(language)}@{host}:{port} ({language})")
-                await _serve_until_stopped()
+                await _serve_until_stopped(settings, runtime.readiness, line)
                 runtime.readiness.gone(SIP_LINE)
         finally:
             await runner.cleanup()
-    return 0
 
 
-async def _serve_until_stopped() -> None:
-    print("triage: press Ctrl-C to stop", flush=True)
+async def _serve_until_stopped(
+    settings: Settings, readiness: Readiness, line: SipUserAgent
+) -> None:
+    """Serve until SIGINT, or until SIGTERM and a drain (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    stop_now, drain = asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop_now.set)
+    loop.add_signal_handler(signal.SIGTERM, lambda: (stop_now if drain.is_set() else drain).set())
+    write_pid_file(pid_file(settings.data_dir))  # `triage drain` finds this process there
+    print(
+        "triage: press Ctrl-C to stop; SIGTERM (`triage drain`) lets the calls end first",
+        flush=True,
+    )
     # What is alive now (modules, the app, the store's engine, the speech models) lives as long
     # as the process: out of the garbage collector's reach, a full collection walks only what
     # came after. Under chat load, full collections over everything paused the gateway 80-120 ms.
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopping = asyncio.create_task(stop_now.wait(), name="serve-stop")
+    draining = asyncio.create_task(drain.wait(), name="serve-drain")
+    idle: asyncio.Task[bool] | None = None
+    try:
+        await asyncio.wait({stopping, draining}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_now.is_set():
+            return
+        readiness.drain()
+        line.drain()
+        timeout_s = settings.drain_timeout_s
+        print(
+            f"triage: draining: {line.stats.active_calls} call(s) in progress; waiting up to "
+            f"{timeout_s:g} s for them to end (SIGTERM again or Ctrl-C stops at once)",
+            flush=True,
+        )
+        idle = asyncio.create_task(line.wait_until_idle(timeout_s), name="serve-drain-idle")
+        await asyncio.wait({stopping, idle}, return_when=asyncio.FIRST_COMPLETED)
+        if idle.done() and idle.result():
+            print("triage: drained: no call left; stopping", flush=True)
+        else:
+            left = line.stats.active_calls
+            why = "stop requested" if stop_now.is_set() else f"drain timeout ({timeout_s:g} s)"
+            print(f"triage: {why}: ending {left} call(s) in progress; stopping", flush=True)
+    finally:
+        tasks = [task for task in (stopping, draining, idle) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def cmd_nlu(settings: Settings, args: argparse.Namespace) -> int:
@@ -254,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     # overwrite the value given before the command)
     p.add_argument("--data-dir", dest="command_data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
     p.set_defaults(run=cmd_serve)
+    add_drain_parsers(sub)
+    add_cluster_parsers(sub)
 
     p = sub.add_parser("nlu", help="intent, confidence, entities and route of utterances")
     p.add_argument("--lang", choices=("it", "en"), help="language (default: detected)")

@@ -5,18 +5,29 @@ every call (BYE for those in a dialog, 503 for those still ringing), then cancel
 every task it owns. ``agent.stats`` is a snapshot of its counters; ``await agent.wait_for(
 predicate)`` returns the first snapshot that satisfies ``predicate`` (tests and monitoring).
 
+Draining (a node leaving a cluster without dropping calls): after ``agent.drain()`` new INVITEs
+are refused 503 with Retry-After (statelessly, like the refusals below) and OPTIONS out of a
+dialog is answered 503 too, so that a proxy probing the bridge (Kamailio's dispatcher) marks it
+inactive and sends new calls elsewhere; the calls in progress go on, every in-dialog request
+(ACK, BYE, re-INVITE, INFO, NOTIFY, OPTIONS) and CANCEL still works. ``await
+agent.wait_until_idle(timeout_s)`` returns once no call is left (True) or at the timeout (False);
+``close()`` then ends what remains. The states (``SipAgentState``) only move forward: ``OPEN``,
+``DRAINING``, ``CLOSING``.
+
 Receiving a request, in order: the transport drops sources outside ``allowed_sources`` and
 ``blocked_user_agents`` (scanners) silently and answers 400/513 to what it cannot parse;
 retransmissions are answered by their transaction; then ``validate_request`` (405/501 with
-Allow, 420, 415, 416...), the dialog lookup (481), digest authentication (401; 403 for a source
-locked out after ``auth_max_failures`` wrong answers, ``voice.sip.throttle``), the call limit
-(503 with Retry-After) and the SDP offer (488). These refusals are stateless (RFC 3261 §8.2.7):
-sent once, no transaction, no retransmission, so a spoofed INVITE is not amplified. Only an
-accepted INVITE gets 100 Trying and becomes a ``CallLeg`` (``voice.sip.leg``): 180, RTP, 200,
-ACK, the ``Call``. An exception while handling a request is answered 400 (a parse error) or 500
-(logged), never left with its transaction unanswered.
+Allow, 420, 415, 416...), the dialog lookup (481), shutting down or draining (503 with
+Retry-After), digest authentication (401; 403 for a source locked out after
+``auth_max_failures`` wrong answers, ``voice.sip.throttle``), the call limit (503 with
+Retry-After) and the SDP offer (488). These refusals are stateless (RFC 3261 §8.2.7): sent once,
+no transaction, no retransmission, so a spoofed INVITE is not amplified. Only an accepted INVITE
+gets 100 Trying and becomes a ``CallLeg`` (``voice.sip.leg``): 180, RTP, 200, ACK, the ``Call``.
+An exception while handling a request is answered 400 (a parse error) or 500 (logged), never
+left with its transaction unanswered.
 OPTIONS is answered 200 (statelessly) with Allow, Accept and Supported in and out of dialogs
-(PBX keep-alives). Responses that match no client transaction are dropped and counted.
+(PBX keep-alives), except out of dialogs once draining or closing: 503 with Retry-After.
+Responses that match no client transaction are dropped and counted.
 
 No caller numbers, URIs or digits go into log text; they go, if anywhere, into ``extra``.
 """
@@ -28,6 +39,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Final, Self
 
 from voice.brain import CallContext
@@ -69,6 +81,14 @@ RECENT_CALLS: Final = 256
 _PLACEHOLDER_RTP_PORT: Final = 9  # for the trial answer that picks the codec before RTP opens
 
 
+class SipAgentState(StrEnum):
+    """Whether the user agent takes new calls; it only moves forward, in this order."""
+
+    OPEN = "open"  # answering new calls
+    DRAINING = "draining"  # refusing new calls (503), finishing those in progress
+    CLOSING = "closing"  # ending every call and stopping
+
+
 class SipUserAgent:
     """See the module docstring. Create with ``await SipUserAgent.start(...)``."""
 
@@ -89,7 +109,7 @@ class SipUserAgent:
         self._legs = LegTable()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters = StatsWaiters(lambda: self.stats)
-        self._closing = False
+        self._state = SipAgentState.OPEN
         self._via_host = _uri_host(settings.contact_host)
         self._via_port = 0
         self._contact = ""
@@ -122,15 +142,42 @@ class SipUserAgent:
             retransmissions_absorbed=self.transactions.stats.retransmissions_absorbed,
         )
 
+    @property
+    def state(self) -> SipAgentState:
+        return self._state
+
     async def wait_for(self, predicate: Callable[[SipStats], bool]) -> SipStats:
         """The first stats snapshot for which ``predicate`` holds (bound it with a timeout)."""
         return await self._waiters.wait_for(predicate)
 
+    def drain(self) -> None:
+        """Refuse new calls (503) and answer probes 503 from now on; calls in progress go on.
+
+        Draining again changes nothing; once closing, the agent refuses every new call anyway.
+        """
+        if self._state is not SipAgentState.OPEN:
+            return
+        self._state = SipAgentState.DRAINING
+        log.info("SIP bridge draining: new calls refused", extra={"active_calls": len(self._legs)})
+        self._waiters.changed()
+
+    async def wait_until_idle(self, timeout_s: float) -> bool:
+        """Whether the last call ended within ``timeout_s`` (True at once when there is none).
+
+        Ringing calls count: they are answered, or cancelled, and end like any other.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.wait_for(lambda stats: stats.active_calls == 0)
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self) -> None:
         """End every call (BYE in confirmed dialogs), cancel and await every task, unbind."""
-        if self._closing:
+        if self._state is SipAgentState.CLOSING:
             return
-        self._closing = True
+        self._state = SipAgentState.CLOSING
         for leg in self._legs.legs():
             leg.shutdown()
         if self._tasks:
@@ -266,6 +313,10 @@ class SipUserAgent:
 
         method = request.method
         if method == "OPTIONS":
+            if self._state is not SipAgentState.OPEN and request.to_addr.tag is None:
+                # a probe (Kamailio's dispatcher, a PBX): this bridge takes no new calls
+                self._reply(None, request, source, 503, headers=self.headers_for(503))
+                return
             headers = [*self.headers_for(200), ("Accept", SDP_MEDIA_TYPE)]
             self._reply(None, request, source, 200, headers=headers)
             return
@@ -364,8 +415,10 @@ class SipUserAgent:
         self, request: SipRequest, source: Address
     ) -> tuple[str, int, list[tuple[str, str]]] | None:
         """Why a new INVITE cannot be answered: (counter, status, extra headers), or None."""
-        if self._closing:
+        if self._state is SipAgentState.CLOSING:
             return "shutting_down", 503, self.headers_for(503)
+        if self._state is SipAgentState.DRAINING:
+            return "draining", 503, self.headers_for(503)
         if self._authenticator is not None:
             source_ip = source[0]
             if self._auth_throttle.locked(source_ip):
