@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.config.phone_lines import load_phone_lines
 from bot.config.settings import PROJECT_ROOT, Settings
 
 DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/triage_cluster"
@@ -330,7 +331,12 @@ async def cmd_cluster_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"triage cluster: chat and console through the proxy: {cluster.base}/")
         print(f"triage cluster: chat demo {cluster.base}/chat/demo; console {cluster.base}/agent")
         if cluster.with_sip:
-            print(f"triage cluster: calls through Kamailio: sip:NUMBER@127.0.0.1:{layout.sip_port}")
+            lines = load_phone_lines(settings.phone_file)
+            for language in ("it", "en"):
+                print(
+                    f"triage cluster: calls through Kamailio: "
+                    f"sip:{lines.number_for(language)}@127.0.0.1:{layout.sip_port} ({language})"
+                )
         else:
             print("triage cluster: no kamailio here, so no SIP dispatcher (make cluster as root)")
         for node in cluster.nodes:
