@@ -157,6 +157,7 @@ def per_message(phase: Phase) -> dict[str, Any]:
         ),
         "all_pg_transactions": round(phase.pg_transactions / n, 2),
         "redis_publications": round(publish / n, 2),
+        "redis_bytes_published": round(phase.published_bytes / n),
         "redis_other_commands": round(other / n, 2),
         "redis_commands_by_name": {k: round(v / n, 2) for k, v in sorted(phase.redis.items())},
     }
@@ -263,7 +264,7 @@ async def measured(
     PER_MESSAGE.clear()
     pg_before = await pg_transactions(database)
     redis_before = await redis_commands(args.redis_url)
-    published_before = getattr(desk.hub, "published", 0)
+    published_before = getattr(desk.hub, "published_bytes", 0)
     if kind == "bot":
         messages = await replay(desk, args.conversations, "bot")
     else:
@@ -282,7 +283,7 @@ async def measured(
             if v - redis_before.get(k, 0) and k not in ("info",)
         },
     )
-    phase.published_bytes = getattr(desk.hub, "published", 0) - published_before
+    phase.published_bytes = getattr(desk.hub, "published_bytes", 0) - published_before
     phase.per_message = list(PER_MESSAGE)
     return phase
 
@@ -607,6 +608,7 @@ def print_costs(figures: dict[str, Any]) -> None:
         )
         print(f"{'':28s} hot-path round trips: messages: "
               f"{f['gateway_pg_round_trips_distribution']}")
+        print(f"{'':28s} Redis bytes published per message: {f['redis_bytes_published']}")
         print(f"{'':28s} Redis: {f['redis_commands_by_name']}")
 
 

@@ -101,6 +101,7 @@ class RedisHub:
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
         self.published = 0  # PUBLISH commands sent (the cluster bench counts them)
+        self.published_bytes = 0  # their payloads' bytes
         self._reader: LiveReader | None = None
         self._out: list[_Publication | tuple[str, str, str]] = []
         self._out_ready = asyncio.Event()
@@ -257,13 +258,14 @@ class RedisHub:
     async def _send(self, batch: list[_Publication | tuple[str, str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
-        count = 0
+        count = size = 0
         for item in _coalesce(batch):
             if isinstance(item, _Publication):
                 data = json.dumps(item.body, separators=(",", ":"))
                 for channel in item.channels:
                     pipe.publish(channel, data)
                     count += 1
+                    size += len(data) + len(channel)
                 continue
             op, kind, ident = item
             key = self.names.presence(kind, ident)
@@ -277,6 +279,7 @@ class RedisHub:
         if len(pipe):
             await pipe.execute()
         self.published += count
+        self.published_bytes += size
 
     # presence
 
