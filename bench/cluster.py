@@ -445,14 +445,15 @@ async def failover(args: argparse.Namespace, model: Path) -> dict[str, Any]:
             victim = cluster.nodes[rep % 2]
             results = await one_failover(cluster, victim, args.per_rep, rng)
             for r in results:
-                acked_total += len(r["acked"])
+                acked_total += len(set(r["acked"]))
                 if r["resumed"] is not None:
                     resumed.append(r["resumed"])
                 else:
                     unanswered += 1
+                    print(f"  a customer not back: {r.get('why_not')}", flush=True)
             acked_lost += await lost_acked(ASYNCPG_BASE + database, results)
             print(f"rep {rep + 1}/{args.reps}: killed {victim.name}; "
-                  f"{sum(len(r['acked']) for r in results)} acked so far this rep", flush=True)
+                  f"{sum(len(set(r['acked'])) for r in results)} messages acked", flush=True)
             await cluster.start_node(victim)
             await cluster.wait_proxy()
     from bot.nlu.evaluation import percentile
@@ -510,19 +511,22 @@ async def one_failover(cluster: Any, victim: Any, customers: int, rng: Any) -> l
 
 
 def note(sess: dict[str, Any], frame: dict[str, Any]) -> None:
-    if frame.get("type") == "ack":
+    """What a customer saw: acks, the seqs of messages, and whether a bot or system message
+    came after the message in flight (its ack may come after the answer: a resend after the
+    reconnect is acked then)."""
+    kind = frame.get("type")
+    shown = frame["messages"] if kind == "history" else [frame] if kind == "message" else []
+    for message in shown:
+        sess["seqs"].append(message["seq"])
+        if message["sender"] in ("bot", "system"):
+            sess.setdefault("bot_seqs", []).append(message["seq"])
+    if kind == "ack":
         sess["acked"].append(frame["id"])
-    if frame.get("type") == "message":
-        sess["seqs"].append(frame["seq"])
-        if frame["sender"] in ("bot", "system") and frame["seq"] > sess.get("pending_seq", 1 << 62):
-            sess["answered"] = True
-    if frame.get("type") == "ack" and frame["id"] == sess["pending"]:
-        sess["pending_seq"] = frame["seq"]
-    if frame.get("type") == "history":
-        for m in frame["messages"]:
-            sess["seqs"].append(m["seq"])
-            if m["sender"] in ("bot", "system") and m["seq"] > sess.get("pending_seq", 1 << 62):
-                sess["answered"] = True
+        if frame["id"] == sess["pending"]:
+            sess["pending_seq"] = frame["seq"]
+    pending_seq = sess.get("pending_seq")
+    if pending_seq is not None and any(s > pending_seq for s in sess.get("bot_seqs", ())):
+        sess["answered"] = True
 
 
 async def read_until(sess: dict[str, Any], match: Any, timeout_s: float = 30) -> None:
@@ -549,8 +553,10 @@ async def resume(http: Any, proxy: str, sess: dict[str, Any]) -> None:
         except Exception:  # refused, reset or a 502 while the proxy notices: try again
             await asyncio.sleep(0.1)
     else:
+        sess["why_not"] = "could not reconnect"
         return
     if not again.get("resumed"):
+        sess["why_not"] = f"not resumed: {again}"
         return
     back_s = loop.time() - started
     if sess["pending"] not in sess["acked"]:  # the widget sends what was never acked again
@@ -559,6 +565,12 @@ async def resume(http: Any, proxy: str, sess: dict[str, Any]) -> None:
         await read_until(sess, lambda f: bool(sess.get("answered")), timeout_s=30)
     if sess.get("answered"):
         sess["resumed"] = Resumed(back_s, loop.time() - started)
+    else:
+        sess["why_not"] = (
+            "no answer after the message in flight within 30 s "
+            f"(acked {sess['pending'] in sess['acked']}, seq {sess.get('pending_seq')}, "
+            f"seqs {sorted(set(sess['seqs']))[-4:]})"
+        )
 
 
 async def lost_acked(database_url: str, sessions: list[dict[str, Any]]) -> int:
@@ -576,7 +588,7 @@ async def lost_acked(database_url: str, sessions: list[dict[str, Any]]) -> int:
             async with store.session() as s:
                 rows = list(await s.scalars(select(Message).where(Message.conversation_id == cid)
                                             .order_by(Message.id)))
-            for client_id in sess["acked"]:
+            for client_id in set(sess["acked"]):
                 mine = [m for m in rows if m.client_id == client_id]
                 if len(mine) != 1 or not any(
                     m.sender in ("bot", "system") and m.id > mine[0].id for m in rows

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,28 @@ class ExternalRasa:
     url: str
     action_port: int
     trackers: Path
+
+
+@contextlib.asynccontextmanager
+async def external_rasa_server(model: Path, work: Path) -> AsyncIterator[ExternalRasa]:
+    """A Rasa server on the model that is no gateway's child (it outlives the gateways a test
+    kills), calling the action webhook on the port it names."""
+    from bot.nlu.supervisor import RasaSupervisor
+    from tests.conftest import _rasa_env_or_skip
+
+    action_port = _free_port()
+    supervisor = RasaSupervisor(
+        _rasa_env_or_skip(),
+        model,
+        _free_port(),
+        work,
+        f"http://127.0.0.1:{action_port}/webhook",
+    )
+    await supervisor.start()
+    try:
+        yield ExternalRasa(supervisor.url, action_port, work / "rasa" / "trackers.db")
+    finally:
+        await supervisor.stop()
 
 
 class Gateway:

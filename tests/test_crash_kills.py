@@ -27,11 +27,15 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from bot.nlu.supervisor import RasaSupervisor
 from bot.store.sql.store import SqlStore
 from bot.store.sql.tables import Handoff, Message
-from tests.conftest import _free_port, _rasa_env_or_skip
-from tests.gateway_process import DEATH_TIMEOUT_S, ExternalRasa, Gateway, Ports
+from tests.gateway_process import (
+    DEATH_TIMEOUT_S,
+    ExternalRasa,
+    Gateway,
+    Ports,
+    external_rasa_server,
+)
 
 pytestmark = pytest.mark.rasa
 
@@ -45,20 +49,10 @@ async def external_rasa(
     sample_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ExternalRasa]:
     """A Rasa server that is not the gateway's child: it survives every kill below."""
-    work = tmp_path_factory.mktemp("external-rasa")
-    action_port = _free_port()
-    supervisor = RasaSupervisor(
-        _rasa_env_or_skip(),
-        sample_model,
-        _free_port(),
-        work,
-        f"http://127.0.0.1:{action_port}/webhook",
-    )
-    await supervisor.start()
-    try:
-        yield ExternalRasa(supervisor.url, action_port, work / "rasa" / "trackers.db")
-    finally:
-        await supervisor.stop()
+    async with external_rasa_server(
+        sample_model, tmp_path_factory.mktemp("external-rasa")
+    ) as rasa:
+        yield rasa
 
 
 class Customer:

@@ -51,7 +51,8 @@ async def http(cluster: RunningCluster) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def service(path: str) -> dict[str, str]:
+def service() -> dict[str, str]:
+    """The service token's header (a supervisor of every queue)."""
     return {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -70,6 +71,23 @@ async def customer_in_queue(http: aiohttp.ClientSession, base: str) -> Customer:
     return customer
 
 
+async def chat_with_an_agent(
+    cluster: RunningCluster, http: aiohttp.ClientSession, customer_node: str, agent_node: str
+) -> tuple[Customer, Agent, dict[str, Any]]:
+    """A customer on one node asks for a person; an agent with a console on the other node
+    sees them at the same place in the queue and accepts."""
+    customer = await customer_in_queue(http, customer_node)
+    agent = await new_agent(cluster, http, ["general"], capacity=3)
+    await agent.open_console(agent_node)
+    handoff = await handoff_of(agent, agent_node, customer.welcome["conversation_id"])
+    position = [f for f in customer.frames if f["type"] == "queue"][-1]["position"]
+    assert handoff["position"] == position  # the same queue on both nodes' views
+    status, _ = await agent.call(agent_node, "POST", f"/api/handoffs/{handoff['id']}/accept")
+    assert status == 200
+    await customer.next(lambda f: f["type"] == "agent_joined")
+    return customer, agent, handoff
+
+
 def texts_from(frames: list[dict[str, Any]], sender: str) -> list[str]:
     return [f["text"] for f in frames if f.get("type") == "message" and f["sender"] == sender]
 
@@ -78,17 +96,7 @@ async def test_a_chat_on_node_a_and_its_agent_on_node_b_see_every_message_once_i
     cluster: RunningCluster, http: aiohttp.ClientSession
 ) -> None:
     a, b = cluster.nodes
-    customer = await customer_in_queue(http, a.base)
-    agent = await new_agent(cluster, http, ["general"], capacity=3)
-    await agent.open_console(b.base)
-    conversation_id = customer.welcome["conversation_id"]
-    handoff = await handoff_of(agent, b.base, conversation_id)
-    position = [f for f in customer.frames if f["type"] == "queue"][-1]["position"]
-    assert handoff["position"] == position  # the same queue on both nodes' views
-
-    status, _ = await agent.call(b.base, "POST", f"/api/handoffs/{handoff['id']}/accept")
-    assert status == 200
-    await customer.next(lambda f: f["type"] == "agent_joined")
+    customer, agent, handoff = await chat_with_an_agent(cluster, http, a.base, b.base)
 
     count = 200
 
@@ -138,14 +146,8 @@ async def test_a_redis_restart_in_the_middle_of_a_chat_loses_and_doubles_nothing
     cluster: RunningCluster, http: aiohttp.ClientSession
 ) -> None:
     a, b = cluster.nodes
-    customer = await customer_in_queue(http, a.base)
-    agent = await new_agent(cluster, http, ["general"], capacity=3)
-    await agent.open_console(b.base)
+    customer, agent, handoff = await chat_with_an_agent(cluster, http, a.base, b.base)
     conversation_id = customer.welcome["conversation_id"]
-    handoff = await handoff_of(agent, b.base, conversation_id)
-    status, _ = await agent.call(b.base, "POST", f"/api/handoffs/{handoff['id']}/accept")
-    assert status == 200
-    await customer.next(lambda f: f["type"] == "agent_joined")
 
     async def exchange(start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -308,3 +310,26 @@ async def test_webhooks_reach_the_receiver_in_order_when_the_sending_node_is_kil
     assert repeats <= 1  # at most the delivery cut short by the kill, sent again
     for customer in customers + more:
         await customer.close()
+
+
+async def test_a_handoff_made_by_a_call_on_a_node_that_dies_stays_in_the_queue(
+    cluster: RunningCluster, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    from tests.voice.test_sipp import run_sipp
+
+    bridge = cluster.nodes[1]
+    run = await run_sipp(
+        "dtmf_transfer.xml", ("127.0.0.1", bridge.ports.sip), tmp_path, "-s", "100"
+    )
+    run.check()  # keyed 0: transferred to the queue with a REFER naming the handoff
+    handoff_id = run.messages.split("X-Handoff-Id: ", 1)[1].split()[0]
+    await cluster.cluster.kill(bridge)
+    survivor = cluster.other(bridge)
+    async with http.get(
+        f"{survivor.base}/api/handoffs/{handoff_id}", headers=service()
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    assert body["handoff"]["state"] == "queued" and body["handoff"]["channel"] == "phone"
+    assert body["envelope"]["channel"] == "phone" and body["envelope"]["queue"]
+    assert body["handoff"]["position"] is not None  # still in its place in the queue

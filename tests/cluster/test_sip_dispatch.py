@@ -39,10 +39,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bot.nlu.supervisor import RasaSupervisor
 from tests.cluster.conftest import require
-from tests.conftest import PROJECT_ROOT, _free_port, _rasa_env_or_skip
-from tests.gateway_process import ExternalRasa
+from tests.conftest import PROJECT_ROOT, _free_port
+from tests.gateway_process import ExternalRasa, external_rasa_server
 from tests.voice.test_sip_agent import Caller, Phone, sip
 from tests.voice.test_sipp import BENIGN_SIPP_LINES, _free_udp_ports, _sipp
 
@@ -459,20 +458,9 @@ def sip_tools() -> None:
 async def shared_rasa(
     sample_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ExternalRasa]:
-    work = tmp_path_factory.mktemp("cluster-rasa")
-    action_port = _free_port()
-    supervisor = RasaSupervisor(
-        _rasa_env_or_skip(),
-        sample_model,
-        _free_port(),
-        work,
-        f"http://{LOOPBACK}:{action_port}/webhook",
-    )
-    await supervisor.start()
-    try:
-        yield ExternalRasa(supervisor.url, action_port, work / "rasa" / "trackers.db")
-    finally:
-        await supervisor.stop()
+    """One Rasa for both nodes, outside either (the calls carry no speech)."""
+    async with external_rasa_server(sample_model, tmp_path_factory.mktemp("cluster-rasa")) as rasa:
+        yield rasa
 
 
 @pytest_asyncio.fixture(scope="module")
