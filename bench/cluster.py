@@ -169,6 +169,7 @@ async def costs(args: argparse.Namespace, model: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="triage-bench-costs-") as tmp:
             settings = Settings(
                 data_dir=Path(tmp),
+                routing_file=open_around_the_clock(base.routing_file, Path(tmp)),
                 database_url=ASYNCPG_BASE + database,
                 redis_url=args.redis_url,
                 node_id="bench",
@@ -214,6 +215,19 @@ async def costs(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                 bot = await measured(desk, counts, everything, database, args, "bot")
                 relayed = await measured(desk, counts, everything, database, args, "relayed")
     return {"bot_turns": per_message(bot), "messages_in_a_handoff": per_message(relayed)}
+
+
+def open_around_the_clock(routing_file: Path, work: Path) -> Path:
+    """The pack's routing with every queue open at all hours: the figures must not depend on
+    the time of day the bench runs at (a closed queue offers a callback instead)."""
+    import yaml
+
+    doc = yaml.safe_load(routing_file.read_text(encoding="utf-8"))
+    for queue in doc["queues"].values():
+        queue["hours"] = {"mon-sun": "00:00-24:00"}
+    path = work / "routing.yml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 async def replay(desk: Any, conversations: int, run: str) -> int:

@@ -46,7 +46,13 @@ from bot.conversation.turn_locks import LocalTurnLocks, TurnLocks
 from bot.errors import NluUnavailable
 from bot.failpoints import NO_FAILPOINTS, Failpoint, Failpoints
 from bot.nlu.client import BotReply, Entity, NluClient, ParseResult
-from bot.store.protocols import ConversationRecord, MessageRecord, SlotAsked, Store
+from bot.store.protocols import (
+    ConversationRecord,
+    HandoffRecord,
+    MessageRecord,
+    SlotAsked,
+    Store,
+)
 from triage_pii.masking import hide_masked, redact
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ class TurnResult:
     entities: tuple[Entity, ...] = ()
     route: Route | None = None
     handoff_id: str | None = None
+    handoff: HandoffRecord | None = None  # the handoff this turn made, as stored
     error: str | None = None  # empty | too_long | nlu_unavailable
     slots: dict[str, Any] = field(default_factory=dict)
     stored: MessageRecord | None = None  # the customer's message as stored (masked)
@@ -368,7 +375,7 @@ class ConversationService:
         )
         self.failpoints.reach(Failpoint.TURN_RECORDED)
         route = self.routing.route_for(parse.intent)
-        new_handoff = None
+        new_handoff = handoff = None
         if output.slots.get("handoff_id"):  # set by this turn or an earlier one
             handoff = await self.store.handoffs.handoff_of_turn(conversation_id, key)
             if handoff is not None:
@@ -384,6 +391,7 @@ class ConversationService:
             entities=parse.entities,
             route=route,
             handoff_id=new_handoff,
+            handoff=handoff,
             slots=output.slots,
             stored=row,
             stored_replies=tuple(reply_rows),

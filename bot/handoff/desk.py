@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from bot.store.protocols import Actor, AgentRecord, HandoffRecord, MessageRecord
 log = logging.getLogger(__name__)
 
 DISPATCH_INTERVAL_S = 1.0
+PACE_KEPT_S = 5.0  # a queue's seats and mean handling time, kept between reads
 # what turns that never completed (nor were taken up again) left in the action journal
 JOURNAL_KEPT = timedelta(days=1)
 RECOVERY_POLL_S = 1.0
@@ -120,6 +122,7 @@ class Desk:
         self.node_id = node_id
         self.queue = store.handoffs
         self.agents = store.agents
+        self._pace: dict[str, tuple[float, tuple[int, float]]] = {}  # queue: (when, pace)
 
     # customers
 
@@ -190,7 +193,7 @@ class Desk:
         for row in turn.stored_replies:
             self.hub.to_conversation(conversation_id, message_frame(row))
         if turn.handoff_id:
-            handoff = await self.queue.get_handoff(turn.handoff_id)
+            handoff = turn.handoff or await self.queue.get_handoff(turn.handoff_id)
             if handoff is not None:
                 await self._after_change(handoff)
 
@@ -215,11 +218,21 @@ class Desk:
         }
 
     async def queue_pace(self, queue: str) -> tuple[int, float]:
-        """(seats of available agents serving ``queue``, recent mean handling time in s)."""
+        """(seats of available agents serving ``queue``, recent mean handling time in s).
+
+        Kept for ``PACE_KEPT_S``: a new handoff tells everyone waiting their place without
+        reading the agents and the queue's history again. What changes it here (an agent's
+        presence, a handoff closed) forgets it; another node's change shows within the time."""
+        kept = self._pace.get(queue)
+        now = time.monotonic()
+        if kept is not None and now - kept[0] < PACE_KEPT_S:
+            return kept[1]
         agents = await self.agents.available_for(queue)
         seats = sum(max(1, a.capacity) for a in agents)
         mean = await self.queue.mean_handle_time(queue)
-        return seats, mean.total_seconds() if mean else self.settings.default_handle_s
+        pace = seats, mean.total_seconds() if mean else self.settings.default_handle_s
+        self._pace[queue] = (now, pace)
+        return pace
 
     async def refresh_queue(self, queue: str) -> None:
         """Tell every connected customer of ``queue`` their position and estimated wait."""
@@ -342,6 +355,7 @@ class Desk:
         handoff = await self.queue.apply(
             handoff_id, CLOSE, actor_for(agent), must_own=True, values={"disposition": disposition}
         )
+        self._pace.pop(handoff.queue, None)  # the mean handling time changed
         self.hub.to_conversation(
             handoff.conversation_id, {"type": "agent_left", "reason": "closed"}
         )
@@ -381,6 +395,7 @@ class Desk:
 
     async def set_presence(self, agent: AgentRecord, presence: str) -> None:
         await self.agents.set_presence(agent.id, presence)
+        self._pace.clear()  # the seats changed
         for queue in self.routing.queues if agent.role == "supervisor" else agent.queues:
             await self.refresh_queue(queue)
         self.hub.to_consoles({"type": "queues_changed"})
