@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import _free_port
+from tests.conftest import _free_port, write_test_routing
 
 START_TIMEOUT_S = 240.0
 DEATH_TIMEOUT_S = 30.0
@@ -117,6 +117,8 @@ class Gateway:
             TRIAGE_RASA_PORT=str(self.ports.rasa),
             TRIAGE_RASA_WORKERS="1",
             TRIAGE_FAILPOINTS=failpoints,
+            # the queues open around the clock: what a test expects must not depend on the hour
+            TRIAGE_ROUTING_FILE=str(write_test_routing(self.data_dir / "routing.yml")),
         )
         if self.rasa is not None:
             env["TRIAGE_EXTERNAL_RASA_URL"] = self.rasa.url
