@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 
 from tests.cluster.nodes import (
-    API_TOKEN,
     OFFER_TIMEOUT_S,
     WAIT_S,
     Agent,
@@ -49,11 +48,6 @@ async def http(cluster: RunningCluster) -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe: the console's session cookie comes from an IP address (127.0.0.1)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
-
-
-def service() -> dict[str, str]:
-    """The service token's header (a supervisor of every queue)."""
-    return {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 async def handoff_of(agent: Agent, base: str, conversation_id: str) -> dict[str, Any]:
