@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from tests.cluster.nodes import (
+    API_TOKEN,
     OFFER_TIMEOUT_S,
     WAIT_S,
     Agent,
@@ -305,3 +306,24 @@ async def test_webhooks_reach_the_receiver_in_order_when_the_sending_node_is_kil
     for customer in customers + more:
         await customer.close()
 
+
+async def test_a_handoff_made_by_a_call_on_a_node_that_dies_stays_in_the_queue(
+    cluster: RunningCluster, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    from tests.voice.test_sipp import run_sipp
+
+    bridge = cluster.nodes[1]
+    run = await run_sipp(
+        "dtmf_transfer_after_prompt.xml", ("127.0.0.1", bridge.ports.sip), tmp_path, "-s", "100"
+    )
+    run.check()  # keyed 0: transferred to the queue with a REFER naming the handoff
+    handoff_id = run.messages.split("X-Handoff-Id: ", 1)[1].split()[0]
+    await cluster.cluster.kill(bridge)
+    survivor = cluster.other(bridge)
+    service = {"Authorization": f"Bearer {API_TOKEN}"}  # a supervisor of every queue
+    async with http.get(f"{survivor.base}/api/handoffs/{handoff_id}", headers=service) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    assert body["handoff"]["state"] == "queued" and body["handoff"]["channel"] == "phone"
+    assert body["envelope"]["channel"] == "phone" and body["envelope"]["queue"]
+    assert body["handoff"]["position"] is not None  # still in its place in the queue
