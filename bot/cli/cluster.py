@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,20 @@ async def ensure_database(url: str) -> None:
         await admin.close()
 
 
+async def until_healthy(base: str, gone: Callable[[], str | None], timeout_s: float) -> None:
+    """Until ``base``/healthz answers 200; ``gone`` says why it never will (its process died)."""
+    async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
+        while True:
+            why = gone()
+            if why is not None:
+                raise RuntimeError(why)
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(base + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+
+
 class LocalCluster:
     """The nodes, the HTTP proxy and Kamailio as child processes of this one."""
 
@@ -237,15 +252,12 @@ class LocalCluster:
         await self.wait_healthy(node)
 
     async def wait_healthy(self, node: Node, timeout_s: float = START_TIMEOUT_S) -> None:
-        async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
-            while True:
-                if node.proc is not None and node.proc.returncode is not None:
-                    raise RuntimeError(f"{node.name} exited:\n{node.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(node.base + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.3)
+        def gone() -> str | None:
+            if node.proc is not None and node.proc.returncode is not None:
+                return f"{node.name} exited:\n{node.log_tail()}"
+            return None
+
+        await until_healthy(node.base, gone, timeout_s)
 
     async def _start_proxy(self) -> None:
         config = self.layout.root / "haproxy.cfg"
@@ -259,16 +271,14 @@ class LocalCluster:
 
     async def wait_proxy(self) -> None:
         """Until the proxy answers a health check through a node that is in."""
-        async with asyncio.timeout(30), aiohttp.ClientSession() as http:
-            while True:
-                if self.proxy is not None and self.proxy.returncode is not None:
-                    log = (self.layout.root / "haproxy.log").read_text(errors="replace")
-                    raise RuntimeError(f"haproxy exited:\n{log[-2000:]}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.base + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.2)
+
+        def gone() -> str | None:
+            if self.proxy is not None and self.proxy.returncode is not None:
+                log = (self.layout.root / "haproxy.log").read_text(errors="replace")
+                return f"haproxy exited:\n{log[-2000:]}"
+            return None
+
+        await until_healthy(self.base, gone, 30)
 
     async def _start_kamailio(self) -> None:
         run = KAMAILIO_DIR / "run.sh"

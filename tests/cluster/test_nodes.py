@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from tests.cluster.nodes import (
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rasa]
 ASK_FOR_A_PERSON = "vorrei parlare con un operatore"
+# the offer, the form and the webhook tests each SIGKILL a node (the call test's comes after)
+KILLS_IN_THIS_MODULE = 3
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -291,18 +294,30 @@ async def test_webhooks_reach_the_receiver_in_order_when_the_sending_node_is_kil
                     .order_by(HandoffEvent.id)
                 )
             )
-        async with asyncio.timeout(60):  # the lease lapses, the other node takes over
-            for _ in itertools.count():
-                if {e["event_id"] for e in receiver.events} >= set(stored):
-                    break
-                await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(90):  # the lease lapses, the other node takes over
+                for _ in itertools.count():
+                    if {e["event_id"] for e in receiver.events} >= set(stored):
+                        break
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            async with cluster.store.session() as s:
+                leases = (await s.execute(select(Lease.name, Lease.holder, Lease.expires_at))).all()
+            missing = sorted(set(stored) - {e["event_id"] for e in receiver.events})
+            raise AssertionError(
+                f"events never delivered: {missing}; leases {leases}; "
+                f"received {[e['event_id'] for e in receiver.events][-20:]}"
+            ) from None
     finally:
         receiver.delay_s = 0.0
     received = [e["event_id"] for e in receiver.events]
     first_seen = list(dict.fromkeys(received))
-    assert first_seen == sorted(first_seen)  # in order for this receiver
-    repeats = len(received) - len(first_seen)
-    assert repeats <= 1  # at most the delivery cut short by the kill, sent again
+    assert first_seen == sorted(first_seen), received  # in order for this receiver
+    # a repeat is a delivery that a kill cut short, sent again by the next holder: at most one
+    # per node killed in this module (the earlier tests' kills may have held the sender's lease)
+    counts = Counter(received)
+    assert max(counts.values()) <= 2, received
+    assert sum(n - 1 for n in counts.values()) <= KILLS_IN_THIS_MODULE, received
     for customer in customers + more:
         await customer.close()
 
