@@ -53,14 +53,11 @@ class MemoryHub:
     async def connected(self, conversation_ids: Collection[str]) -> set[str]:
         return {c for c in conversation_ids if self.is_connected(c)}
 
-    def local_absent_for_s(self, conversation_id: str) -> float:
+    async def absent_for_s(self, conversation_id: str) -> float:
         if self.is_connected(conversation_id):
             return 0.0
         since = self._disconnected_at.get(conversation_id, self.started_at)
         return time.monotonic() - since
-
-    async def absent_for_s(self, conversation_id: str) -> float:
-        return self.local_absent_for_s(conversation_id)
 
     def local_conversations(self) -> list[str]:
         return list(self._conversations)
